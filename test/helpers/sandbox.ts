@@ -1,0 +1,43 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { startSandbox, type Sandbox, type SandboxOptions } from '../../src/sandbox/index.js';
+import { localConfigFromText, type LocalConfig } from '../../src/config/manager-toml.js';
+import { readFileSync } from 'node:fs';
+import { openStores, type Stores } from '../../src/stores/index.js';
+import { EtcdStore } from '../../src/stores/etcd.js';
+
+/** Prefix of every test sandbox dir; the global setup sweeps servers left under it. */
+export const TEST_SANDBOX_PREFIX = path.join(os.tmpdir(), 'mgr-test-');
+
+/** Starts real PostgreSQL, Redis, etcd (and a registry unless withRegistry: false) for one test file. */
+export async function startTestSandbox(opts: Omit<SandboxOptions, 'dir'> = {}): Promise<TestSandbox> {
+  const dir = await mkdtemp(TEST_SANDBOX_PREFIX);
+  const sb = await startSandbox({ dir, withRegistry: false, ...opts });
+  const config = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
+  // The shared config a manager needs in etcd: the Redis address (and password, if any).
+  const etcd = new EtcdStore(sb.etcd.endpoint, sb.namespace);
+  await etcd.put('config/redis/addr', `127.0.0.1:${sb.redis.port}`);
+  if (opts.redisPassword) await etcd.put('config/redis/password', opts.redisPassword);
+  etcd.close();
+  return {
+    ...sb,
+    config,
+    openStores: () => openStores(config),
+    stop: async () => {
+      await sb.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestSandbox extends Sandbox {
+  config: LocalConfig;
+  openStores(): Promise<Stores>;
+}
+
+export async function writeTemp(dir: string, name: string, text: string): Promise<string> {
+  const p = path.join(dir, name);
+  await writeFile(p, text);
+  return p;
+}
