@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { EXIT } from '../errors.js';
 import { registerStatus } from './status.js';
 import { registerSandbox } from './sandbox.js';
+import { registerUpgrade } from './upgrade.js';
+import { registerMaintenance } from './maintenance.js';
 
 const program = new Command('mgr')
   .description('Upgrade and keep healthy a Backend.AI-style manager: PostgreSQL, etcd and Redis, 21.03 → 21.09 → 22.03.')
@@ -14,6 +16,8 @@ const program = new Command('mgr')
 // Each capability registers its command group here; the logic lives in src/<capability>/.
 registerStatus(program);
 registerSandbox(program);
+registerUpgrade(program);
+registerMaintenance(program);
 
 try {
   await program.parseAsync(process.argv);

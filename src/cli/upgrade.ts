@@ -1,0 +1,216 @@
+import path from 'node:path';
+import { createInterface } from 'node:readline/promises';
+import { Command, Option } from 'commander';
+import { MgrError } from '../errors.js';
+import { runUpgrade, selectModules, type UpgradeEvent, type UpgradeReport } from '../engine/runner.js';
+import { upgradeStatus } from '../engine/status.js';
+import type { UpgradeOptions } from '../engine/types.js';
+import { LOCK_BACKENDS } from '../config/manager-toml.js';
+import { action, dryRunOption, interrupt, jsonOption, nonNegativeNumber, out, printJson, progressReporter, withStores } from './common.js';
+
+interface UpgradeFlags {
+  to?: string;
+  dryRun?: boolean;
+  yes?: boolean;
+  json?: boolean;
+  force?: boolean;
+  backup: boolean;
+  backupDir?: string;
+  lockBackend: UpgradeOptions['lockBackend'];
+  reinitializeImages?: boolean;
+  background?: boolean;
+  skipRedisAof?: boolean;
+  schedule: boolean;
+  scheduleRetention: string;
+  scheduleAt: string;
+  cronFile?: string;
+  waitLock: number;
+}
+
+/** How cron and printed hints should call this mgr again. */
+function mgrCommand(): string {
+  return `${process.execPath} ${path.resolve(process.argv[1] ?? 'bin/mgr.js')}`;
+}
+
+export function upgradeOptionsFrom(flags: UpgradeFlags, configPath: string): UpgradeOptions {
+  return {
+    lockBackend: flags.lockBackend,
+    reinitializeImages: Boolean(flags.reinitializeImages),
+    background: Boolean(flags.background),
+    skipRedisAof: Boolean(flags.skipRedisAof),
+    noSchedule: !flags.schedule,
+    scheduleRetention: flags.scheduleRetention,
+    scheduleAt: flags.scheduleAt,
+    cronFile: flags.cronFile,
+    managerTomlPath: configPath,
+    mgrCommand: mgrCommand(),
+  };
+}
+
+async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+function printReport(r: UpgradeReport): void {
+  if (r.dryRun) {
+    out(`dry run: ${r.from.release} (alembic_version ${r.from.rows.join(',')}) → ${r.to}; nothing was written`);
+    for (const s of r.steps) {
+      out(`\n[${s.module}] ${s.id} — ${s.title}`);
+      for (const c of s.changes ?? []) {
+        out(`  ${c.store}: ${c.action}`);
+        if (c.detail) out(c.detail.replace(/^/gm, '    '));
+      }
+    }
+    return;
+  }
+  out(`\nupgrade ${r.from.release} → ${r.to}: ${r.steps.length} steps in ${(r.durationMs / 1000).toFixed(1)} s`);
+  if (r.backupPath) out(`pre-upgrade backup: ${r.backupPath}`);
+  for (const s of r.steps) out(`  ${s.status.padEnd(12)} ${s.id}  ${s.summary}${s.durationMs ? ` (${s.durationMs} ms)` : ''}`);
+  const warnings = r.steps.flatMap((s) => s.warnings.map((w) => `${s.id}: ${w}`));
+  if (warnings.length) {
+    out('\nwarnings:');
+    for (const w of warnings) out(`  ${w}`);
+  }
+  if (r.before && r.after) {
+    out('\ncounts before → after:');
+    for (const store of ['postgres', 'etcd', 'redis'] as const) {
+      const keys = [...new Set([...Object.keys(r.before[store]), ...Object.keys(r.after[store])])].sort();
+      for (const k of keys) {
+        const b = r.before[store][k];
+        const a = r.after[store][k];
+        out(`  ${store.padEnd(8)} ${k.padEnd(34)} ${String(b ?? '—').padStart(10)} → ${String(a ?? '—').padStart(10)}${a !== b ? '  *' : ''}`);
+      }
+    }
+  }
+}
+
+function eventPrinter(json: boolean) {
+  let bar: ReturnType<typeof progressReporter> | undefined;
+  return (e: UpgradeEvent) => {
+    if (json) return;
+    switch (e.type) {
+      case 'info':
+        process.stderr.write(`mgr: ${e.message}\n`);
+        break;
+      case 'warn':
+        process.stderr.write(`mgr: WARNING: ${e.message}\n`);
+        break;
+      case 'step-start':
+        process.stderr.write(`[${e.module} ${e.index + 1}/${e.total}] ${e.step.id} — ${e.step.title}${e.attempt > 1 ? ` (attempt ${e.attempt}, resuming)` : ''}\n`);
+        bar = undefined;
+        break;
+      case 'progress':
+        bar ??= progressReporter(`  ${e.step.id}`);
+        bar.update(e.progress);
+        break;
+      case 'step-end':
+        bar?.stop();
+        bar = undefined;
+        process.stderr.write(`  → ${e.report.status}${e.report.summary ? `: ${e.report.summary}` : ''}${e.report.error ? `: ${e.report.error}` : ''}\n`);
+        for (const w of e.report.warnings) process.stderr.write(`  WARNING: ${w}\n`);
+        break;
+    }
+  };
+}
+
+export function registerUpgrade(program: Command): void {
+  const upgrade = program
+    .command('upgrade')
+    .description('upgrade the installation to the newest release (21.03 → 21.09 → 22.03): checkpointed, resumable, with a backup first')
+    .addOption(new Option('--to <release>', 'stop at this release (e.g. 21.09); default: the newest'))
+    .addOption(dryRunOption())
+    .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
+    .addOption(jsonOption())
+    .option('--force', 'run even though managers or agents look alive (not recommended)')
+    .option('--no-backup', 'skip the pre-upgrade backup (not recommended: it is the only rollback)')
+    .option('--backup-dir <dir>', 'where the pre-upgrade backup goes (default: current directory)')
+    .addOption(new Option('--lock-backend <name>', 'distributed-lock backend written to manager.toml when it has none').choices([...LOCK_BACKENDS]).default('etcd'))
+    .option('--reinitialize-images', 'start the 22.03 images table EMPTY instead of copying etcd image metadata (then run `mgr image rescan`)')
+    .option('--background', 'leave the image migration to `mgr background-migrate run` workers instead of running it inline')
+    .option('--skip-redis-aof', 'do not enable Redis AOF persistence (recorded as skipped; do it by hand)')
+    .option('--no-schedule', 'do not install the daily clear-history cron entry')
+    .option('--schedule-retention <duration>', 'retention for the scheduled clear-history', '30d')
+    .option('--schedule-at <cron>', 'cron expression for the scheduled clear-history', '0 4 * * *')
+    .option('--cron-file <path>', 'cron file to write (default /etc/cron.d/mgr-clear-history)')
+    .option('--wait-lock <seconds>', 'wait this long for another running upgrade (default 0: exit with code 6 at once)', nonNegativeNumber('--wait-lock'), 0)
+    .action(
+      action(async (flags: UpgradeFlags, cmd: Command) => {
+        return withStores(cmd, async (stores, log) => {
+          const options = upgradeOptionsFrom(flags, stores.config.path);
+          if (!flags.dryRun && !flags.yes) {
+            if (!process.stdin.isTTY) throw new MgrError('usage', 'refusing to upgrade without confirmation: pass --yes when stdin is not a terminal');
+            const sel = await selectModules(stores, flags.to);
+            if (!(await confirm(`upgrade ${sel.detected.reached} → ${sel.target} (modules ${sel.modules.map((m) => m.release).join(', ') || 'none'})?`))) {
+              throw new MgrError('usage', 'upgrade cancelled');
+            }
+          }
+          const { createBackup } = await import('../backup/index.js');
+          const report = await runUpgrade(stores, {
+            to: flags.to,
+            dryRun: flags.dryRun,
+            force: flags.force,
+            backup: flags.backup,
+            backupDir: flags.backupDir,
+            takeBackup: async (s, o) => (await createBackup(s, { outDir: o.outDir, log: o.log, signal: o.signal, alreadyInMaintenance: true })).path,
+            options,
+            signal: interrupt.signal,
+            log,
+            onEvent: eventPrinter(Boolean(flags.json)),
+            waitLockSec: flags.waitLock,
+          });
+          if (flags.json) printJson({ ok: true, ...report });
+          else printReport(report);
+        });
+      }),
+    );
+
+  upgrade
+    .command('plan')
+    .description('list the modules and steps an upgrade would run, with the exact SQL; writes nothing')
+    .addOption(new Option('--to <release>', 'stop at this release'))
+    .addOption(jsonOption())
+    .action(
+      action(async (flags: { to?: string; json?: boolean }, cmd: Command) =>
+        withStores(cmd, async (stores, log) => {
+          const report = await runUpgrade(stores, {
+            to: flags.to,
+            dryRun: true,
+            options: upgradeOptionsFrom({ ...defaults(), to: flags.to }, stores.config.path),
+            log,
+          });
+          if (flags.json) printJson({ ok: true, ...report });
+          else printReport(report);
+        }),
+      ),
+    );
+
+  upgrade
+    .command('status')
+    .description('the installed release, and every upgrade step recorded so far with its outcome')
+    .addOption(jsonOption())
+    .action(
+      action(async (flags: { json?: boolean }, cmd: Command) =>
+        withStores(cmd, async (stores) => {
+          const st = await upgradeStatus(stores);
+          if (flags.json) {
+            printJson({ ok: true, ...st });
+            return;
+          }
+          out(`release: ${st.release}${st.pending.length ? `; pending modules: ${st.pending.join(', ')}` : '; up to date'}`);
+          for (const s of st.steps) {
+            out(`  ${s.status.padEnd(8)} ${s.stepId.padEnd(40)} attempts ${s.attempts}${s.durationMs !== null ? `, ${s.durationMs} ms` : ''}${s.error ? `  error: ${s.error}` : ''}`);
+          }
+          if (st.lastBackup) out(`pre-upgrade backup: ${st.lastBackup}`);
+        }),
+      ),
+    );
+}
+
+function defaults(): UpgradeFlags {
+  return { backup: true, lockBackend: 'etcd', schedule: true, scheduleRetention: '30d', scheduleAt: '0 4 * * *', waitLock: 0 };
+}
