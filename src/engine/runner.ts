@@ -9,7 +9,7 @@ import { MODULES } from '../upgrades/index.js';
 import { detectRelease } from './detect.js';
 import { findLiveNodes, type LivenessReport } from './preflight.js';
 import { MODULE_TARGETS, revisionIndex, type Detected } from './releases.js';
-import { ensureMgrTables } from './sql-migrations.js';
+import { appliedMigrations, checkChecksums, ensureMgrTables, loadSqlMigrations } from './sql-migrations.js';
 import { takeCounts, type StoreCounts } from './counts.js';
 import type { Change, Checkpoint, Progress, Step, StepContext, StepResult, UpgradeModule, UpgradeOptions } from './types.js';
 
@@ -143,6 +143,8 @@ export async function runUpgrade(stores: Stores, opts: RunUpgradeOptions): Promi
   const signal = opts.signal ?? new AbortController().signal;
   const emit = (e: UpgradeEvent) => opts.onEvent?.(e);
   const sel = await selectModules(stores, opts.to);
+  // Every run compares the recorded checksums of applied files with the files shipped now.
+  checkChecksums(loadSqlMigrations(), await stores.pg.withClient(appliedMigrations));
   const report: UpgradeReport = {
     dryRun: Boolean(opts.dryRun),
     from: { release: sel.detected.reached, rows: sel.detected.rows },
