@@ -28,9 +28,8 @@ import {
   index,
   uuid,
   varchar,
-  type PgColumn,
 } from 'drizzle-orm/pg-core';
-import { bytea, fk, ix, pk, type ResourceSlots } from './conventions.js';
+import { bytea, fk, ix, pk, type ResourceSlots, type TableColumns } from './conventions.js';
 
 // ── enum types (§0.2): names and labels in enumsortorder ──────────────────────────────────
 export const agentStatus = pgEnum('agentstatus', ['ALIVE', 'LOST', 'RESTARTING', 'TERMINATED']);
@@ -174,7 +173,9 @@ export const keypairResourcePoliciesColumns = () => ({
   idleTimeout: bigint('idle_timeout', { mode: 'number' }).notNull(),
   allowedVfolderHosts: varcharArray('allowed_vfolder_hosts').notNull(),
 });
-export const keypairResourcePoliciesConstraints = (t: { name: PgColumn }) => [pk(t.name)];
+export const keypairResourcePoliciesConstraints = (t: TableColumns<ReturnType<typeof keypairResourcePoliciesColumns>>) => [
+  pk(t.name),
+];
 export const keypairResourcePolicies = pgTable(
   'keypair_resource_policies',
   keypairResourcePoliciesColumns(),
@@ -201,14 +202,8 @@ export const keypairsColumns = () => ({
   dotfiles: bytea('dotfiles').notNull(),
   bootstrapScript: varchar('bootstrap_script', { length: 65536 }).notNull(),
 });
-export const keypairsConstraints = (t: {
-  accessKey: PgColumn;
-  user: PgColumn;
-  resourcePolicy: PgColumn;
-  isActive: PgColumn;
-  isAdmin: PgColumn;
-  userId: PgColumn;
-}) => [
+// Typed without concurrency_used so the 22.03 table, which drops it, shares these constraints.
+export const keypairsConstraints = (t: TableColumns<Omit<ReturnType<typeof keypairsColumns>, 'concurrencyUsed'>>) => [
   pk(t.accessKey),
   fk(t.resourcePolicy, keypairResourcePolicies.name),
   fk(t.user, users.uuid),
@@ -239,7 +234,10 @@ export const scalingGroupsColumns = () => ({
   scheduler: varchar('scheduler', { length: 64 }).notNull(),
   schedulerOpts: jsonb('scheduler_opts').notNull(),
 });
-export const scalingGroupsConstraints = (t: { name: PgColumn; isActive: PgColumn }) => [pk(t.name), ix(t.isActive)];
+export const scalingGroupsConstraints = (t: TableColumns<ReturnType<typeof scalingGroupsColumns>>) => [
+  pk(t.name),
+  ix(t.isActive),
+];
 export const scalingGroups = pgTable('scaling_groups', scalingGroupsColumns(), scalingGroupsConstraints);
 
 export const sgroupsForDomains = pgTable(
@@ -302,7 +300,7 @@ export const agentsColumns = () => ({
   version: varchar('version', { length: 64 }).notNull(),
   computePlugins: jsonb('compute_plugins').notNull(),
 });
-export const agentsConstraints = (t: { id: PgColumn; scalingGroup: PgColumn; region: PgColumn; status: PgColumn }) => [
+export const agentsConstraints = (t: TableColumns<ReturnType<typeof agentsColumns>>) => [
   pk(t.id),
   fk(t.scalingGroup, scalingGroups.name),
   ix(t.region),
@@ -365,27 +363,7 @@ export const kernelsColumns = () => ({
   lastStat: jsonb('last_stat'),
 });
 
-type KernelsColumnRefs = {
-  [K in
-    | 'id'
-    | 'sessionId'
-    | 'sessionName'
-    | 'sessionType'
-    | 'clusterRole'
-    | 'scalingGroup'
-    | 'agent'
-    | 'domainName'
-    | 'groupId'
-    | 'userUuid'
-    | 'accessKey'
-    | 'createdAt'
-    | 'terminatedAt'
-    | 'status'
-    | 'statusChanged'
-    | 'result']: PgColumn;
-};
-
-export const kernelsConstraints = (t: KernelsColumnRefs) => [
+export const kernelsConstraints = (t: TableColumns<ReturnType<typeof kernelsColumns>>) => [
   pk(t.id),
   fk(t.accessKey, keypairs.accessKey),
   fk(t.agent, agents.id),

@@ -1,4 +1,4 @@
-import { getTableName } from 'drizzle-orm';
+import { getTableName, type BuildExtraConfigColumns } from 'drizzle-orm';
 import {
   customType,
   foreignKey,
@@ -7,6 +7,7 @@ import {
   type ForeignKeyBuilder,
   type IndexBuilder,
   type PgColumn,
+  type PgColumnBuilderBase,
   type PrimaryKeyBuilder,
 } from 'drizzle-orm/pg-core';
 
@@ -43,6 +44,12 @@ export function fk(column: PgColumn, target: PgColumn, opts: { cascade?: boolean
   });
   return opts.cascade ? builder.onUpdate('cascade').onDelete('cascade') : builder;
 }
+
+/**
+ * The columns a pgTable constraint callback receives for a column map: lets one constraint
+ * function serve a table in every release that extends its columns.
+ */
+export type TableColumns<TColumns extends Record<string, PgColumnBuilderBase>> = BuildExtraConfigColumns<string, TColumns, 'pg'>;
 
 /** PostgreSQL `bytea` as a Node Buffer (dotfiles, container logs). */
 export const bytea = customType<{ data: Buffer; driverData: Buffer }>({
