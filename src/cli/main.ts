@@ -2,8 +2,11 @@ import { Command, CommanderError } from 'commander';
 import { EXIT } from '../errors.js';
 import { registerStatus } from './status.js';
 import { registerSandbox } from './sandbox.js';
+import { registerImage } from './image.js';
 import { registerUpgrade } from './upgrade.js';
 import { registerMaintenance } from './maintenance.js';
+import { registerClearHistory } from './clear-history.js';
+import { registerBackup } from './backup.js';
 
 const program = new Command('mgr')
   .description('Upgrade and keep healthy a Backend.AI-style manager: PostgreSQL, etcd and Redis, 21.03 → 21.09 → 22.03.')
@@ -16,8 +19,11 @@ const program = new Command('mgr')
 // Each capability registers its command group here; the logic lives in src/<capability>/.
 registerStatus(program);
 registerSandbox(program);
+registerImage(program);
 registerUpgrade(program);
 registerMaintenance(program);
+registerClearHistory(program);
+registerBackup(program);
 
 try {
   await program.parseAsync(process.argv);

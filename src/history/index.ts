@@ -1,0 +1,40 @@
+// clear-history: batched retention over PostgreSQL and Redis (purge), its grammar (retention),
+// the cron file that schedules it (schedule) and the in-process scheduler for hosts without cron.
+export { parseRetention, cutoffFor, describeRetention, RETENTION_FORMS, type Retention, type RetentionUnit } from './retention.js';
+export {
+  clearHistory,
+  DEFAULT_RETENTION,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_PAUSE_MS,
+  MAX_BATCH_SIZE,
+  LOCK_NAME,
+  DEPENDENT_TABLES,
+  VACUUMED_TABLES,
+  type ClearHistoryOptions,
+  type ClearHistoryReport,
+  type CompactionCommand,
+} from './purge.js';
+export {
+  clearHistoryScheduleStep,
+  installSchedule,
+  removeSchedule,
+  scheduleStatus,
+  cronFileText,
+  crontabLine,
+  jobCommand,
+  parseCronEntry,
+  validateCronExpression,
+  currentMgrCommand,
+  installHint,
+  shQuote,
+  CRON_FILE_HEADER,
+  DEFAULT_CRON_FILE,
+  DEFAULT_SCHEDULE_AT,
+  DEFAULT_SCHEDULE_RETENTION,
+  DEFAULT_SCHEDULE_LOG,
+  SCHEDULE_WAIT_LOCK_SECONDS,
+  type ScheduleSpec,
+  type ScheduleEntry,
+  type ScheduleStatus,
+} from './schedule.js';
+export { runScheduler, type SchedulerOptions, type SchedulerSummary } from './scheduler.js';
