@@ -7,7 +7,6 @@ import { registerUpgrade } from './upgrade.js';
 import { registerMaintenance } from './maintenance.js';
 import { registerClearHistory } from './clear-history.js';
 import { registerBackup } from './backup.js';
-import { registerBackup } from './backup.js';
 
 const program = new Command('mgr')
   .description('Upgrade and keep healthy a Backend.AI-style manager: PostgreSQL, etcd and Redis, 21.03 → 21.09 → 22.03.')
@@ -24,7 +23,6 @@ registerImage(program);
 registerUpgrade(program);
 registerMaintenance(program);
 registerClearHistory(program);
-registerBackup(program);
 registerBackup(program);
 
 try {
