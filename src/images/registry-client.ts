@@ -362,7 +362,7 @@ export class RegistryClient {
 
   /** A manifest by tag or digest, asking for every type mgr understands. 404 → `missing`. */
   async manifest(repository: string, reference: string): Promise<FetchedManifest> {
-    const url = `${this.baseUrl}/v2/${repoPath(repository)}/manifests/${encodeURIComponent(reference)}`;
+    const url = `${this.baseUrl}/v2/${repoPath(repository)}/manifests/${refPath(reference)}`;
     const res = await this.get(url, pullScope(repository), { accept: MANIFEST_ACCEPT });
     if (res.status === 404) return { kind: 'missing' };
     expectOk(res);
@@ -401,7 +401,7 @@ export class RegistryClient {
   }
 
   private async fetchConfigBlob(repository: string, digest: string): Promise<ImageConfigBlob> {
-    const url = `${this.baseUrl}/v2/${repoPath(repository)}/blobs/${encodeURIComponent(digest)}`;
+    const url = `${this.baseUrl}/v2/${repoPath(repository)}/blobs/${refPath(digest)}`;
     const res = await this.get(url, pullScope(repository));
     expectOk(res);
     const [algo, hex] = digest.split(':');
@@ -501,6 +501,11 @@ export class RegistryClient {
 
 function repoPath(repository: string): string {
   return repository.split('/').map(encodeURIComponent).join('/');
+}
+
+/** A tag or digest in a URL path; the ":" of a digest stays readable. */
+function refPath(reference: string): string {
+  return encodeURIComponent(reference).replace(/%3A/gi, ':');
 }
 
 function expectOk(res: HttpResponse): void {
