@@ -286,8 +286,10 @@ export async function startRedis(
     if (opts.password) settings.push(`requirepass ${opts.password}`);
     let args: string[];
     if (withConfigFile) {
-      // Redis rewrites this file on CONFIG REWRITE; only create it the first time.
+      // Redis rewrites this file on CONFIG REWRITE: create it the first time, later only move
+      // its port (a sandbox started again gets a new free port) and keep every other setting.
       if (!existsSync(configFile)) await writeFile(configFile, settings.join('\n') + '\n');
+      else await writeFile(configFile, (await readFile(configFile, 'utf8')).replace(/^port \d+$/m, `port ${p}`));
       args = [configFile];
     } else {
       args = settings.flatMap((s) => {
