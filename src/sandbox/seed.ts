@@ -231,7 +231,7 @@ export async function seedInstallation(stores: Stores, opts: SeedOptions = {}): 
     }
     const c = world.counts;
     c.kernels = await copyRows(client, 'kernels', KERNEL_COLUMNS, kernelLines(), 1_000);
-    progress('kernels', { done: kernelCount, total: kernelCount, unit: 'kernels' });
+    if (done % 10_000 !== 0) progress('kernels', { done, total: kernelCount, unit: 'kernels' });
     await statKeys.flush();
     c.vfolder_attachment = await copyRows(client, 'vfolder_attachment', ['vfolder', 'kernel'], effects.vfolderAttachments.map((r) => copyLine(r)));
     c.session_dependencies = await copyRows(client, 'session_dependencies', ['session_id', 'depends_on'], effects.sessionDependencies.map((r) => copyLine(r)));
@@ -243,7 +243,6 @@ export async function seedInstallation(stores: Stores, opts: SeedOptions = {}): 
   });
   log.info({ event: 'seed.postgres', head, counts, byStatus: Object.fromEntries(effects.byStatus) }, 'PostgreSQL: 21.03 schema and data loaded');
 
-  progress('redis', { done: 0, unit: 'keys', message: 'agent and session keys' });
   const live = await stores.redis.db(REDIS_DB.live);
   const agentKeys = await writeAgentKeys(stat, live, rng, agents, nowMs);
   const sessionKeys = await writeSessionAccess(live, effects.liveSessions, nowMs, rng);
