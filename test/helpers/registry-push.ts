@@ -1,9 +1,11 @@
 import { createHash, createPrivateKey, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { quote, type Stores } from '../../src/stores/index.js';
 
 /**
  * Test helpers around a real distribution registry: push images over the HTTP API (no docker),
@@ -295,4 +297,22 @@ export async function startTokenIssuer(opts: { username?: string; password?: str
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+// ---- the stores side of a rescan test ----
+
+/** Backend.AI 22.03's schema as its migrations produce it (copied dump, see the fixture's header). */
+export const SCHEMA_22_03 = new URL('../fixtures/schema-dumps/22.03-81c264528f20-upgraded.sql', import.meta.url);
+
+/** Creates the 22.03 tables (images, image_aliases, …) in the sandbox's empty database. */
+export async function load2203Schema(stores: Stores): Promise<void> {
+  const sql = await readFile(SCHEMA_22_03, 'utf8');
+  await stores.pg.withClient((c) => c.query(sql));
+}
+
+/** Registry config as Backend.AI keeps it: config/docker/registry/{quote(name)} = URL, child keys for the rest. */
+export async function putRegistry(stores: Stores, name: string, url: string, extra: Record<string, string> = {}): Promise<void> {
+  const key = `config/docker/registry/${quote(name)}`;
+  await stores.etcd.put(key, url);
+  for (const [k, v] of Object.entries(extra)) await stores.etcd.put(`${key}/${k}`, v);
 }

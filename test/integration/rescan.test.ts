@@ -1,26 +1,10 @@
-import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rescanImages, type RegistryRescanReport } from '../../src/images/rescan.js';
 import { enterMaintenance, leaveMaintenance } from '../../src/maintenance/index.js';
-import { quote, type Stores } from '../../src/stores/index.js';
-import { RegistryPusher, kernelLabels, sha256, type PushedImage } from '../helpers/registry-push.js';
+import type { Stores } from '../../src/stores/index.js';
+import { RegistryPusher, kernelLabels, load2203Schema, putRegistry, sha256, type PushedImage } from '../helpers/registry-push.js';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
-
-export const SCHEMA_22_03 = new URL('../fixtures/schema-dumps/22.03-81c264528f20-upgraded.sql', import.meta.url);
-
-/** The 22.03 tables as the migration creates them, in the sandbox's empty database. */
-export async function load2203Schema(stores: Stores): Promise<void> {
-  const sql = await readFile(SCHEMA_22_03, 'utf8');
-  await stores.pg.withClient((c) => c.query(sql));
-}
-
-/** Registry config as Backend.AI keeps it: config/docker/registry/{quote(name)} = URL, children for the rest. */
-export async function putRegistry(stores: Stores, name: string, url: string, extra: Record<string, string> = {}): Promise<void> {
-  const key = `config/docker/registry/${quote(name)}`;
-  await stores.etcd.put(key, url);
-  for (const [k, v] of Object.entries(extra)) await stores.etcd.put(`${key}/${k}`, v);
-}
 
 interface Row {
   id: string;
