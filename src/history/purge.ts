@@ -185,73 +185,91 @@ async function deleteInBatches(
   o: ClearHistoryOptions & { batchSize: number; total: number; held: HeldLock; log: Logger },
 ): Promise<void> {
   const stat = await stores.redis.db(REDIS_DB.stat);
-  let cursor: BatchRow | undefined;
-  for (;;) {
-    if (o.signal?.aborted) {
-      report.interrupted = true;
-      return;
-    }
-    if (o.held.lost.aborted) {
-      throw new MgrError('lockBusy', `lost the lock "${LOCK_NAME}" after deleting ${report.kernelsDeleted} kernels; stopped before the next batch`, {
-        hint: 'rerun mgr clear-history: it resumes where this run stopped',
-        details: { report },
-      });
-    }
-    const marker = await getMaintenance(stores.etcd);
-    if (marker) {
-      throw new MgrError('refused', `clear-history stopped: maintenance mode was turned on (${marker.reason}, by ${marker.by}) after ${report.kernelsDeleted} kernels were deleted`, {
-        hint: 'rerun mgr clear-history after the maintenance ends: it resumes where this run stopped',
-        details: { report },
-      });
-    }
-    const batchStart = performance.now();
-    const [pageSql, pageParams] = pageQuery(report.cutoff, o.batchSize, cursor, true);
-    const batch = await stores.pg.withClient(async (c) => {
-      await c.query('BEGIN');
-      try {
-        await c.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
-        const sel = await timed(report, () => c.query<BatchRow>(pageSql, pageParams));
-        if (sel.rows.length === 0) {
-          await c.query('ROLLBACK');
-          return undefined;
-        }
-        const ids = sel.rows.map((r) => r.id);
-        const deleted = await deleteRows(c, report, ids);
-        const unlinked = await unlinkKeys(stat, deleted);
-        await c.query('COMMIT');
-        return { rows: sel.rows, deleted: deleted.length, unlinked };
-      } catch (e) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        throw e;
+  // One connection for the whole run: the batches follow each other.
+  await stores.pg.withClient(async (c) => {
+    let cursor: BatchRow | undefined;
+    for (;;) {
+      if (o.signal?.aborted) {
+        report.interrupted = true;
+        return;
       }
+      await checkStillAllowed(stores, report, o.held);
+      const started = performance.now();
+      const batch = await runBatch(c, stat, report, o.batchSize, cursor);
+      if (!batch) return;
+      const ms = round(performance.now() - started);
+      report.longestBatchMs = Math.max(report.longestBatchMs, ms);
+      report.batches++;
+      report.kernelsDeleted += batch.deleted;
+      report.redisKeysDeleted += batch.unlinked;
+      report.dependentRows.session_dependencies += batch.dependents.session_dependencies;
+      report.dependentRows.vfolder_attachment += batch.dependents.vfolder_attachment;
+      report.largestBatch = Math.max(report.largestBatch, batch.deleted);
+      report.oldestTerminatedAt ??= batch.rows[0]!.terminated_at;
+      cursor = batch.rows[batch.rows.length - 1]!;
+      report.newestTerminatedAt = cursor.terminated_at;
+      o.log.debug({ batch: report.batches, kernels: batch.deleted, keys: batch.unlinked, ms }, 'clear-history: batch committed');
+      o.onProgress?.({ done: report.kernelsDeleted, total: Math.max(o.total, report.kernelsDeleted), unit: 'kernels' });
+      if (batch.rows.length < o.batchSize) return;
+      if (o.pauseMs) await delay(o.pauseMs, undefined, { signal: o.signal }).catch(() => undefined);
+    }
+  });
+}
+
+/** Between batches: the lock must still be ours and maintenance must not have begun. */
+async function checkStillAllowed(stores: Stores, report: ClearHistoryReport, held: HeldLock): Promise<void> {
+  if (held.lost.aborted) {
+    throw new MgrError('lockBusy', `lost the lock "${LOCK_NAME}" after deleting ${report.kernelsDeleted} kernels; stopped before the next batch`, {
+      hint: 'rerun mgr clear-history: it resumes where this run stopped',
+      details: { report },
     });
-    if (!batch) return;
-    const ms = performance.now() - batchStart;
-    report.longestBatchMs = Math.max(report.longestBatchMs, round(ms));
-    report.batches++;
-    report.kernelsDeleted += batch.deleted;
-    report.redisKeysDeleted += batch.unlinked;
-    report.largestBatch = Math.max(report.largestBatch, batch.deleted);
-    report.oldestTerminatedAt ??= batch.rows[0]!.terminated_at;
-    report.newestTerminatedAt = batch.rows[batch.rows.length - 1]!.terminated_at;
-    cursor = batch.rows[batch.rows.length - 1]!;
-    o.log.debug({ batch: report.batches, kernels: batch.deleted, keys: batch.unlinked, ms: round(ms) }, 'clear-history: batch committed');
-    o.onProgress?.({ done: report.kernelsDeleted, total: Math.max(o.total, report.kernelsDeleted), unit: 'kernels' });
-    if (batch.rows.length < o.batchSize) return;
-    if (o.pauseMs) await delay(o.pauseMs, undefined, { signal: o.signal }).catch(() => undefined);
+  }
+  const marker = await getMaintenance(stores.etcd);
+  if (marker) {
+    throw new MgrError('refused', `clear-history stopped: maintenance mode was turned on (${marker.reason}, by ${marker.by}) after ${report.kernelsDeleted} kernels were deleted`, {
+      hint: 'rerun mgr clear-history after the maintenance ends: it resumes where this run stopped',
+      details: { report },
+    });
   }
 }
 
+/** One batch in the crash-safe order (see clearHistory); undefined when no kernel is left. */
+async function runBatch(
+  c: pg.PoolClient,
+  stat: RedisClient,
+  report: ClearHistoryReport,
+  batchSize: number,
+  after: BatchRow | undefined,
+): Promise<{ rows: BatchRow[]; deleted: number; unlinked: number; dependents: DependentCounts } | undefined> {
+  const [sql, params] = pageQuery(report.cutoff, batchSize, after, true);
+  await c.query('BEGIN');
+  try {
+    await c.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
+    const sel = await timed(report, () => c.query<BatchRow>(sql, params));
+    if (sel.rows.length === 0) {
+      await c.query('ROLLBACK');
+      return undefined;
+    }
+    const { deleted, dependents } = await deleteRows(c, report, sel.rows.map((r) => r.id));
+    const unlinked = await unlinkKeys(stat, deleted);
+    await c.query('COMMIT');
+    return { rows: sel.rows, deleted: deleted.length, unlinked, dependents };
+  } catch (e) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  }
+}
+
+type DependentCounts = ClearHistoryReport['dependentRows'];
+
 /** Deletes the dependent rows, then the kernels; returns the ids of the kernels actually deleted. */
-async function deleteRows(c: pg.PoolClient, report: ClearHistoryReport, ids: string[]): Promise<string[]> {
+async function deleteRows(c: pg.PoolClient, report: ClearHistoryReport, ids: string[]): Promise<{ deleted: string[]; dependents: DependentCounts }> {
   const sd = await timed(report, () =>
     c.query('DELETE FROM session_dependencies WHERE session_id = ANY($1::uuid[]) OR depends_on = ANY($1::uuid[])', [ids]),
   );
   const va = await timed(report, () => c.query('DELETE FROM vfolder_attachment WHERE kernel = ANY($1::uuid[])', [ids]));
   const k = await timed(report, () => c.query<{ id: string }>('DELETE FROM kernels WHERE id = ANY($1::uuid[]) RETURNING id::text AS id', [ids]));
-  report.dependentRows.session_dependencies += sd.rowCount ?? 0;
-  report.dependentRows.vfolder_attachment += va.rowCount ?? 0;
-  return k.rows.map((r) => r.id);
+  return { deleted: k.rows.map((r) => r.id), dependents: { session_dependencies: sd.rowCount ?? 0, vfolder_attachment: va.rowCount ?? 0 } };
 }
 
 type RedisClient = Awaited<ReturnType<Stores['redis']['db']>>;
