@@ -42,17 +42,21 @@ async function startRawRedis(dir: string, lines: string[], extraArgs: string[] =
   await writeFile(conf, [`port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'save ""', ...lines].join('\n') + '\n');
   const log = openSync(path.join(dir, 'redis.log'), 'a');
   const proc = spawn('/usr/bin/redis-server', [conf, ...extraArgs], { cwd: dir, stdio: ['ignore', log, log] });
-  const probe = connect(port);
-  for (let i = 0; ; i++) {
+  let exited = false;
+  proc.once('exit', () => (exited = true));
+  for (const deadline = Date.now() + 20_000; ; ) {
+    const probe = new Redis({ host: '127.0.0.1', port, lazyConnect: true, retryStrategy: () => null });
+    probe.on('error', () => undefined);
     try {
       await probe.connect();
       break;
     } catch {
-      if (i > 100) throw new Error(`redis-server in ${dir} did not start`);
+      if (exited || Date.now() > deadline) throw new Error(`redis-server in ${dir} did not start: ${await readFile(path.join(dir, 'redis.log'), 'utf8')}`);
       await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      probe.disconnect();
     }
   }
-  probe.disconnect();
   return { port, pid: proc.pid!, stop: () => stopProcess(proc.pid!, 'SIGTERM') };
 }
 
