@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ConfigError, type InputProblem } from '../errors.js';
-import type { EtcdStore, EtcdTree } from '../stores/etcd.js';
+import { quote, type EtcdStore, type EtcdTree } from '../stores/etcd.js';
 import { hostPortString, issuesToProblems, toBool } from './validate.js';
 
 /**
@@ -84,7 +84,7 @@ export function parseSharedConfig(tree: EtcdTree, namespace: string): SharedConf
   if (redisNode === undefined || typeof redisNode === 'string') {
     problems.push({ source: `${root}/redis`, message: 'missing: the Redis address (config/redis/addr) must be set in etcd' });
   } else {
-    const r = redisSchema.safeParse(redisNode);
+    const r = redisSchema.safeParse(redisNode, { reportInput: true });
     if (!r.success) problems.push(...issuesToProblems(r.error, `${root}/redis`));
     else {
       redis = {
@@ -102,9 +102,9 @@ export function parseSharedConfig(tree: EtcdTree, namespace: string): SharedConf
   if (regTree && typeof regTree === 'object') {
     for (const [name, node] of Object.entries(regTree)) {
       if (name === '') continue;
-      const source = `${root}/docker/registry/${name}`;
+      const source = `${root}/docker/registry/${quote(name)}`; // the key as stored, e.g. localhost%3A5000
       const value = typeof node === 'string' ? { '': node } : node;
-      const r = registrySchema.safeParse(value);
+      const r = registrySchema.safeParse(value, { reportInput: true });
       if (!r.success) {
         problems.push(...issuesToProblems(r.error, source));
         continue;

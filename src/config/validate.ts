@@ -11,28 +11,37 @@ export function parseOrThrow<S extends z.ZodType>(
   source: string,
   opts: { keyPrefix?: string; hint?: string } = {},
 ): z.output<S> {
-  const r = schema.safeParse(value);
+  const r = schema.safeParse(value, { reportInput: true });
   if (r.success) return r.data;
   throw new ConfigError(issuesToProblems(r.error, source, opts.keyPrefix), opts.hint);
 }
 
+/** Keys whose values never appear in a message (a mistyped password must not end up in a log). */
+const SECRET_KEY = /pass(word)?|secret|token/i;
+
+/** Zod issues (parsed with `reportInput: true`) as problems: which key, what was wrong, what is allowed. */
 export function issuesToProblems(err: z.ZodError, source: string, keyPrefix?: string): InputProblem[] {
   return err.issues.map((issue) => {
     const keyPath = [...(keyPrefix ? [keyPrefix] : []), ...issue.path.map(String)].join('.');
-    return { source, key: keyPath || undefined, message: describeIssue(issue) } as InputProblem;
+    const secret = issue.path.some((p) => SECRET_KEY.test(String(p)));
+    return { source, key: keyPath || undefined, message: describeIssue(issue, secret) } as InputProblem;
   });
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
+function describeIssue(issue: z.core.$ZodIssue, secret: boolean): string {
+  const got = (v: unknown) => (secret ? `a ${typeName(v).split(' ')[0]} (value hidden)` : typeName(v));
   switch (issue.code) {
     case 'invalid_type':
-      return issue.input === undefined ? `required, expected ${issue.expected}` : `expected ${issue.expected}, got ${typeName(issue.input)}`;
+      return issue.input === undefined ? `required, expected ${issue.expected}` : `expected ${issue.expected}, got ${got(issue.input)}`;
     case 'invalid_value':
-      return `got ${JSON.stringify(issue.input)}; allowed: ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+      return `got ${secret ? 'a value (hidden)' : JSON.stringify(issue.input)}; allowed: ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
     case 'unrecognized_keys':
       return `unknown key${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}`;
     default:
-      return issue.message;
+      // range, format and custom checks: zod says what is allowed; add what was found
+      return issue.input === undefined || typeof issue.input === 'object' || /\bgot\b/.test(issue.message)
+        ? issue.message
+        : `${issue.message}, got ${got(issue.input)}`;
   }
 }
 
