@@ -125,12 +125,12 @@ export async function redisChecksums(
     const names = await sortedKeys(conn);
     const hash = createHash('sha256');
     let keys = 0;
-    for (const key of names) {
-      const entry = await describeKey(conn, key, opts.ttl ?? 'seconds');
-      if (entry === undefined) continue; // expired or deleted since the scan
-      updateFramed(hash, key);
-      for (const part of entry) updateFramed(hash, part);
-      keys++;
+    for (let i = 0; i < names.length; i += KEY_BATCH) {
+      for (const [key, entry] of await describeKeys(conn, names.slice(i, i + KEY_BATCH), opts.ttl ?? 'seconds')) {
+        updateFramed(hash, key);
+        for (const part of entry) updateFramed(hash, part);
+        keys++;
+      }
     }
     out[db] = { keys, sha256: hash.digest('hex') };
   }
@@ -142,14 +142,23 @@ export async function redisTtls(redis: RedisStore, dbs: readonly number[] = MANA
   const out: Record<number, Record<string, number>> = {};
   for (const db of dbs) {
     const conn = await redis.db(db);
+    const names = await sortedKeys(conn);
     out[db] = {};
-    for (const key of await sortedKeys(conn)) {
-      const pttl = await conn.pttl(key);
-      if (pttl >= 0) out[db]![key.toString('base64')] = pttl;
+    for (let i = 0; i < names.length; i += KEY_BATCH) {
+      const batch = names.slice(i, i + KEY_BATCH);
+      const p = conn.pipeline();
+      for (const k of batch) p.pttl(k);
+      const res = await execOrThrow(p);
+      batch.forEach((k, j) => {
+        const pttl = res[j] as number;
+        if (pttl >= 0) out[db]![k.toString('base64')] = pttl;
+      });
     }
   }
   return out;
 }
+
+const KEY_BATCH = 500;
 
 async function sortedKeys(conn: Redis): Promise<Buffer[]> {
   const seen = new Map<string, Buffer>(); // SCAN may return a key twice
@@ -162,42 +171,60 @@ async function sortedKeys(conn: Redis): Promise<Buffer[]> {
   return [...seen.values()].sort(Buffer.compare);
 }
 
-async function describeKey(conn: Redis, key: Buffer, ttlMode: TtlMode): Promise<(string | Buffer)[] | undefined> {
-  const type = await conn.type(key);
-  const pttl = await conn.pttl(key);
-  if (type === 'none' || pttl === -2) return undefined;
-  const ttl = pttl < 0 ? 'no-ttl' : ttlMode === 'presence' ? 'ttl' : `ttl:${Math.round(pttl / 1000)}`;
-  const parts: (string | Buffer)[] = [type, ttl];
-  switch (type) {
-    case 'string':
-      parts.push((await conn.getBuffer(key)) ?? Buffer.alloc(0));
-      break;
-    case 'hash': {
-      const flat = await conn.hgetallBuffer(key);
-      const fields = Object.keys(flat).sort();
-      for (const f of fields) parts.push(f, flat[f]!);
-      break;
-    }
-    case 'list':
-      parts.push(...(await conn.lrangeBuffer(key, 0, -1)));
-      break;
-    case 'set':
-      parts.push(...(await conn.smembersBuffer(key)).sort(Buffer.compare));
-      break;
-    case 'zset':
-      parts.push(...(await conn.zrangeBuffer(key, '0', '-1', 'WITHSCORES')));
-      break;
-    case 'stream': {
-      const entries = (await conn.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][];
-      for (const [id, fields] of entries) parts.push(id, ...fields);
-      const groups = (await conn.call('XINFO', 'GROUPS', key)) as unknown[];
-      parts.push(JSON.stringify(groups));
-      break;
-    }
-    default:
-      parts.push((await conn.dumpBuffer(key)) ?? Buffer.alloc(0)); // module types: their serialized form
+type Pipeline = ReturnType<Redis['pipeline']>;
+
+async function execOrThrow(p: Pipeline): Promise<unknown[]> {
+  const res = (await p.exec()) ?? [];
+  return res.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
+}
+
+/** Type, TTL and value of each key, in two pipelined round trips; keys gone meanwhile are left out. */
+async function describeKeys(conn: Redis, keys: Buffer[], ttlMode: TtlMode): Promise<[Buffer, (string | Buffer)[]][]> {
+  const meta = conn.pipeline();
+  for (const k of keys) meta.type(k).pttl(k);
+  const m = await execOrThrow(meta);
+  const values = conn.pipeline();
+  const plan: { key: Buffer; type: string; ttl: string; replies: number }[] = [];
+  keys.forEach((key, i) => {
+    const type = m[2 * i] as string;
+    const pttl = m[2 * i + 1] as number;
+    if (type === 'none' || pttl === -2) return;
+    const ttl = pttl < 0 ? 'no-ttl' : ttlMode === 'presence' ? 'ttl' : `ttl:${Math.round(pttl / 1000)}`;
+    let replies = 1;
+    if (type === 'string') values.getBuffer(key);
+    else if (type === 'hash') values.hgetallBuffer(key);
+    else if (type === 'list') values.lrangeBuffer(key, 0, -1);
+    else if (type === 'set') values.smembersBuffer(key);
+    else if (type === 'zset') values.zrangeBuffer(key, '0', '-1', 'WITHSCORES');
+    else if (type === 'stream') {
+      values.xrangeBuffer(key, '-', '+').call('XINFO', 'GROUPS', key);
+      replies = 2;
+    } else values.dumpBuffer(key); // module types: their serialized form
+    plan.push({ key, type, ttl, replies });
+  });
+  const v = await execOrThrow(values);
+  const out: [Buffer, (string | Buffer)[]][] = [];
+  let at = 0;
+  for (const { key, type, ttl, replies } of plan) {
+    const reply = v[at];
+    at += replies;
+    if (reply === null) continue; // deleted between the two round trips
+    const parts: (string | Buffer)[] = [type, ttl];
+    if (type === 'hash') {
+      const flat = reply as Record<string, Buffer>;
+      for (const f of Object.keys(flat).sort()) parts.push(f, flat[f]!);
+    } else if (type === 'set') parts.push(...(reply as Buffer[]).sort(Buffer.compare));
+    else if (type === 'list' || type === 'zset') parts.push(...(reply as Buffer[]));
+    else if (type === 'stream') {
+      for (const [id, fields] of reply as [Buffer, Buffer[]][]) parts.push(id, ...fields);
+      parts.push(JSON.stringify(v[at - 1]));
+    } else parts.push(reply as Buffer);
+    out.push([key, parts]);
   }
-  return parts;
+  return out;
 }
 
 /** Length-prefixed, so ("ab","c") and ("a","bc") hash differently. */

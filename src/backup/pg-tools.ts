@@ -82,12 +82,15 @@ export async function pgRestore(
   await run(PG_RESTORE, args, { password: c.password, signal: opts.signal, what: `pg_restore into database "${c.name}"` });
 }
 
-/** Schema names the archive creates (its `SCHEMA - name` entries). */
+/** Schema names the archive creates: its `SCHEMA - <name> <owner>` entries (owner empty with --no-owner). */
 export function schemasInToc(toc: string): string[] {
   const out: string[] = [];
   for (const line of toc.split('\n')) {
-    const m = /^\d+;\s+\d+\s+\d+\s+SCHEMA\s+-\s+(\S+)/.exec(line);
-    if (m) out.push(m[1]!);
+    const m = /^\d+;\s+\d+\s+\d+\s+SCHEMA\s+-\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const rest = m[1]!;
+    const cut = rest.lastIndexOf(' ');
+    out.push(cut > 0 ? rest.slice(0, cut) : rest);
   }
   return out;
 }

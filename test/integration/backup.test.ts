@@ -9,6 +9,7 @@ import { seedInstallation, resetInstallation } from '../../src/sandbox/seed.js';
 import { createBackup, restoreBackup, verifyBackup, listBackups, RESTORE_STATE_FILE, type CreatedBackup } from '../../src/backup/index.js';
 import { getMaintenance, enterMaintenance, leaveMaintenance } from '../../src/maintenance/index.js';
 import { createLogger } from '../../src/log.js';
+import { pgRestoreList, schemasInToc } from '../../src/backup/pg-tools.js';
 import { MgrError } from '../../src/errors.js';
 
 const PG_PASSWORD = 'pg-Secret-4f1e9';
@@ -111,6 +112,7 @@ describe('backup and restore of PostgreSQL, etcd and Redis together', () => {
     expect(await getMaintenance(stores.etcd)).toBeUndefined();
     expect(await stores.etcd.get('manager/status')).toBe('running');
     expect((await verifyBackup(bundle.path)).problems).toEqual([]);
+    expect(schemasInToc(await pgRestoreList(path.join(bundle.path, 'postgres.dump')))).toEqual(['mgr']);
   });
 
   it('never writes a password into the manifest or the logs', async () => {
