@@ -41,8 +41,8 @@ export async function keysetTarget(client: pg.ClientBase, tableName: string | nu
 export async function pgKeysetBounds(client: pg.ClientBase, tableName: string, columnName: string): Promise<{ minValue: string | null; maxValue: string | null }> {
   const k = await keysetTarget(client, tableName, columnName);
   const r = await client.query<{ lo: string | null; hi: string | null }>(
-    `SELECT (SELECT ${k.column}::text FROM ${k.table} ORDER BY ${k.column} LIMIT 1) AS lo,
-            (SELECT ${k.column}::text FROM ${k.table} ORDER BY ${k.column} DESC LIMIT 1) AS hi`,
+    `SELECT (SELECT t.${k.column}::text AS lo FROM ${k.table} t ORDER BY t.${k.column} LIMIT 1) AS lo,
+            (SELECT t.${k.column}::text AS hi FROM ${k.table} t ORDER BY t.${k.column} DESC LIMIT 1) AS hi`,
   );
   return { minValue: r.rows[0]?.lo ?? null, maxValue: r.rows[0]?.hi ?? null };
 }
@@ -53,10 +53,11 @@ async function nextKeysetBatch(ctx: BbmContext, after: string | undefined, size:
     const k = await keysetTarget(client, m.tableName, m.columnName);
     const lower = after === undefined ? '>=' : '>';
     try {
+      // The text casts get their own names: ORDER BY a bare output name would sort text ("10" < "8").
       const r = await client.query<{ lo: string | null; hi: string | null }>(
         `WITH s AS (SELECT ${k.column} AS v FROM ${k.table} WHERE ${k.column} ${lower} $1::${k.type} AND ${k.column} <= $2::${k.type}
                     ORDER BY ${k.column} LIMIT $3)
-         SELECT (SELECT v::text FROM s ORDER BY v LIMIT 1) AS lo, (SELECT v::text FROM s ORDER BY v DESC LIMIT 1) AS hi`,
+         SELECT (SELECT s.v::text AS lo FROM s ORDER BY s.v LIMIT 1) AS lo, (SELECT s.v::text AS hi FROM s ORDER BY s.v DESC LIMIT 1) AS hi`,
         [after ?? m.minValue, m.maxValue, size],
       );
       const row = r.rows[0];

@@ -7,7 +7,7 @@ import { backgroundMigrationStatus, DEFAULT_STALE_AFTER_MS, getMigration, listMi
 import { claimNextJob, failJob, finishJob, heartbeat, reactivateFailedMigration, type ClaimedJob } from './claim.js';
 import { backgroundMigrationDefinition } from './registry.js';
 import { ensureBbmTables } from './schema.js';
-import { MIGRATION_STATUS, type BackgroundMigrationDefinition, type MigrationReport, type MigrationRow } from './types.js';
+import { BackgroundMigrationFailure, MIGRATION_STATUS, type BackgroundMigrationDefinition, type MigrationReport, type MigrationRow } from './types.js';
 
 export interface RunOptions {
   /** Migrations to run, in this order; default: every one not finished, oldest first. */
@@ -152,7 +152,13 @@ async function fillTotal(stores: Stores, m: MigrationRow, log: Logger): Promise<
   if (m.totalTupleCount !== null) return;
   const def = backgroundMigrationDefinition(m.jobSignatureName);
   if (!def) return; // the claim fails the migration with code 3
-  const total = await def.estimateTotal({ stores, migration: m, log });
+  let total: number;
+  try {
+    total = await def.estimateTotal({ stores, migration: m, log });
+  } catch (e) {
+    if (e instanceof BackgroundMigrationFailure) return; // the claim fails the migration with its code
+    throw e;
+  }
   await stores.pg.withClient((c) =>
     c.query('UPDATE mgr.batched_background_migrations SET total_tuple_count = $2 WHERE id = $1 AND total_tuple_count IS NULL', [m.id, total]),
   );
