@@ -8,6 +8,7 @@ import { registerMaintenance } from './maintenance.js';
 import { registerClearHistory } from './clear-history.js';
 import { registerBackup } from './backup.js';
 import { registerLock } from './lock.js';
+import { registerBackgroundMigrate } from './background-migrate.js';
 
 const program = new Command('mgr')
   .description('Upgrade and keep healthy a Backend.AI-style manager: PostgreSQL, etcd and Redis, 21.03 → 21.09 → 22.03.')
@@ -26,6 +27,7 @@ registerMaintenance(program);
 registerClearHistory(program);
 registerBackup(program);
 registerLock(program);
+registerBackgroundMigrate(program);
 
 try {
   await program.parseAsync(process.argv);
