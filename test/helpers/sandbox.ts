@@ -9,10 +9,13 @@ import { EtcdStore } from '../../src/stores/etcd.js';
 
 /** Prefix of every test sandbox dir; the global setup sweeps servers left under it. */
 export const TEST_SANDBOX_PREFIX = path.join(os.tmpdir(), 'mgr-test-');
+export const OWNER_FILE = 'owner.pid';
 
 /** Starts real PostgreSQL, Redis, etcd (and a registry unless withRegistry: false) for one test file. */
 export async function startTestSandbox(opts: Omit<SandboxOptions, 'dir'> = {}): Promise<TestSandbox> {
   const dir = await mkdtemp(TEST_SANDBOX_PREFIX);
+  // The sweeper of a later (or parallel) run leaves a sandbox alone while its owner lives.
+  await writeFile(path.join(dir, OWNER_FILE), String(process.pid));
   const sb = await startSandbox({ dir, withRegistry: false, ...opts });
   const config = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
   // The shared config a manager needs in etcd: the Redis address (and password, if any).
