@@ -38,6 +38,8 @@ export interface RestoreOptions {
   confirm?: (question: string) => Promise<boolean>;
   /** Restore PostgreSQL objects as the connecting user (a sandbox without production's roles). */
   noOwner?: boolean;
+  /** Where the progress record goes (default: restore-state.json in the bundle directory). */
+  statePath?: string;
   log?: Logger;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
@@ -93,7 +95,8 @@ export async function restoreBackup(stores: Stores, dir: string, opts: RestoreOp
   const bundleId = `${manifest.name} ${manifest.createdAt}`;
   const targetId = `postgres ${target.postgres}; etcd ${target.etcd}; redis ${target.redis}`;
 
-  const previous = await readState(dir, log);
+  const stateFile = opts.statePath ?? path.join(dir, RESTORE_STATE_FILE);
+  const previous = await readState(stateFile, log);
   const resumed = previous !== undefined && previous.bundle === bundleId && previous.target === targetId && previous.status !== 'completed';
   const before = await targetOccupancy(stores);
   const occupied = RESTORE_ORDER.filter((p) => before[p] > 0);
@@ -141,14 +144,14 @@ export async function restoreBackup(stores: Stores, dir: string, opts: RestoreOp
         updatedAt: new Date().toISOString(),
         parts: { etcd: 'pending', postgres: 'pending', redis: 'pending' },
       };
-  await writeState(dir, state);
+  await writeState(stateFile, state);
   log.info({ bundle: dir, target, resumed, skip: [...done] }, 'restore started');
 
   for (const [i, part] of RESTORE_ORDER.entries()) {
     if (done.has(part)) continue;
     const t0 = Date.now();
     state.parts[part] = 'running';
-    await writeState(dir, state);
+    await writeState(stateFile, state);
     try {
       signal.throwIfAborted();
       const count =
@@ -158,26 +161,26 @@ export async function restoreBackup(stores: Stores, dir: string, opts: RestoreOp
             ? await restorePostgres(stores, dir, manifest, report, opts, signal)
             : await restoreRedis(stores, dir, manifest, report, opts, signal);
       state.parts[part] = 'done';
-      await writeState(dir, state);
+      await writeState(stateFile, state);
       report.parts[i] = { part, status: 'restored', durationMs: Date.now() - t0, count };
       log.info({ part, count, durationMs: Date.now() - t0 }, 'part restored');
     } catch (e) {
       state.parts[part] = 'failed';
       state.status = 'failed';
       state.error = `${part}: ${errorMessage(e)}`;
-      await writeState(dir, state).catch(() => undefined);
-      throw partialFailure(dir, part, state, e);
+      await writeState(stateFile, state).catch(() => undefined);
+      throw partialFailure(dir, stateFile, part, state, e);
     }
   }
   state.status = 'completed';
   delete state.error;
-  await writeState(dir, state);
+  await writeState(stateFile, state);
   report.durationMs = Date.now() - started;
   log.info({ bundle: dir, durationMs: report.durationMs }, 'restore finished');
   return report;
 }
 
-function partialFailure(dir: string, part: BackupPart, state: RestoreState, cause: unknown): MgrError {
+function partialFailure(dir: string, stateFile: string, part: BackupPart, state: RestoreState, cause: unknown): MgrError {
   const written = RESTORE_ORDER.filter((p) => state.parts[p] === 'done');
   const notWritten = RESTORE_ORDER.filter((p) => state.parts[p] !== 'done');
   const interrupted = cause instanceof MgrError ? cause.code === 'interrupted' : (cause as Error)?.name === 'AbortError';
@@ -186,7 +189,7 @@ function partialFailure(dir: string, part: BackupPart, state: RestoreState, caus
     `restore stopped in the ${part} part: ${errorMessage(cause)}; restored: ${written.join(', ') || 'nothing'}; not restored: ${notWritten.join(', ')}`,
     {
       cause,
-      hint: `fix the cause and run the same restore again (mgr backup restore ${dir} --yes): it keeps the parts already restored and redoes ${notWritten.join(', ')} (recorded in ${path.join(dir, RESTORE_STATE_FILE)})`,
+      hint: `fix the cause and run the same restore again (mgr backup restore ${dir} --yes): it keeps the parts already restored and redoes ${notWritten.join(', ')} (recorded in ${stateFile})`,
       details: { restored: written, notRestored: notWritten, failedPart: part },
     },
   );
@@ -201,8 +204,7 @@ export function describeTarget(stores: Stores): Record<BackupPart, string> {
   };
 }
 
-async function readState(dir: string, log: Logger): Promise<RestoreState | undefined> {
-  const file = path.join(dir, RESTORE_STATE_FILE);
+async function readState(file: string, log: Logger): Promise<RestoreState | undefined> {
   if (!existsSync(file)) return undefined;
   try {
     return restoreStateSchema.parse(JSON.parse(await readFile(file, 'utf8')));
@@ -212,9 +214,8 @@ async function readState(dir: string, log: Logger): Promise<RestoreState | undef
   }
 }
 
-async function writeState(dir: string, state: RestoreState): Promise<void> {
+async function writeState(file: string, state: RestoreState): Promise<void> {
   state.updatedAt = new Date().toISOString();
-  const file = path.join(dir, RESTORE_STATE_FILE);
   try {
     await writeFile(file + '.tmp', JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
     await rename(file + '.tmp', file);
