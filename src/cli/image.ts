@@ -63,6 +63,15 @@ export function registerImage(program: Command): void {
     );
 }
 
+/** Skipped refs printed per reason; a registry full of non-kernel images stays readable. */
+const SKIPPED_SHOWN = 5;
+
+function groupBy<T>(items: T[], key: (t: T) => string): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const it of items) m.set(key(it), [...(m.get(key(it)) ?? []), it]);
+  return m;
+}
+
 function printSummary(report: RescanReport): void {
   const would = report.dryRun ? ' (dry run: nothing written)' : '';
   for (const r of report.perRegistry) {
@@ -73,7 +82,10 @@ function printSummary(report: RescanReport): void {
         (report.prune ? `, ${r.pruned.length} ${pruneWord}` : '') +
         would,
     );
-    for (const s of r.skipped) out(`  skipped ${s.ref}: ${s.reason}`);
+    for (const [reason, refs] of groupBy(r.skipped, (s) => s.reason)) {
+      const shown = refs.slice(0, SKIPPED_SHOWN).map((s) => s.ref).join(', ');
+      out(`  skipped ${refs.length} (${reason}): ${shown}${refs.length > SKIPPED_SHOWN ? `, … ${refs.length - SKIPPED_SHOWN} more (--json lists all)` : ''}`);
+    }
     for (const f of r.failed) out(`  FAILED ${f.ref ?? `registry ${f.registry}`}: ${f.reason}`);
     for (const p of r.pruned) out(`  ${pruneWord} ${p.ref} (${p.architecture})${p.aliases.length ? ` with aliases ${p.aliases.join(', ')}` : ''}`);
     for (const n of r.notes) out(`  note: ${n}`);

@@ -92,6 +92,7 @@ export async function rescanImages(stores: Stores, opts: RescanOptions = {}): Pr
   const { registries } = await loadSharedConfig(stores.etcd);
   const selected = selectRegistries(registries, opts.registry, opts.project);
   if (opts.prune && !opts.dryRun) await refuseDuringMaintenance(stores.etcd, 'image rescan --prune');
+  await requireImagesTable(stores);
   const progress = { done: 0, total: 0 };
   const report = () => opts.onProgress?.({ done: progress.done, total: progress.total, unit: 'tags' });
   const perRegistry = await Promise.all(
@@ -112,6 +113,16 @@ export async function rescanImages(stores: Stores, opts: RescanOptions = {}): Pr
       pruned: sum((r) => r.pruned.length),
     },
   };
+}
+
+/** The images table arrives with 22.03; scanning registries for an older schema would be wasted work. */
+async function requireImagesTable(stores: Stores): Promise<void> {
+  const res = await stores.pg.withClient((c) => c.query<{ t: string | null }>(`SELECT to_regclass('public.images')::text AS t`));
+  if (res.rows[0]?.t === null || res.rows[0]?.t === undefined) {
+    throw new MgrError('refused', 'the images table does not exist: this database is not at Backend.AI 22.03 yet', {
+      hint: 'upgrade first (mgr upgrade); rescan fills the 22.03 images table',
+    });
+  }
 }
 
 /** "REGISTRY[/PROJECT]" as the CLI takes it; the registry name itself never contains "/". */

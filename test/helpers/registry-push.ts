@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 import { quote, type Stores } from '../../src/stores/index.js';
 
 /**
@@ -302,7 +303,7 @@ export async function startTokenIssuer(opts: { username?: string; password?: str
 // ---- the stores side of a rescan test ----
 
 /** Backend.AI 22.03's schema as its migrations produce it (copied dump, see the fixture's header). */
-export const SCHEMA_22_03 = new URL('../fixtures/schema-dumps/22.03-81c264528f20-upgraded.sql', import.meta.url);
+export const SCHEMA_22_03 = path.join(PACKAGE_ROOT, 'test/fixtures/schema-dumps/22.03-81c264528f20-upgraded.sql');
 
 /** Creates the 22.03 tables (images, image_aliases, …) in the sandbox's empty database. */
 export async function load2203Schema(stores: Stores): Promise<void> {

@@ -192,7 +192,7 @@ describe('registry client against a real distribution registry', () => {
       expect(seen).toEqual([['a'], ['b']]);
       expect((err as Error).message).toBe(`GET ${s.url}/v2/_catalog?n=1&last=b: unexpected catalog: repositories: expected array, got string "not-a-list"`);
       await expect(c.tags('x')).rejects.toThrow(`GET ${s.url}/v2/x/tags/list?n=100: the answer is not JSON: <html>proxy error</html>`);
-      await expect(c.manifest('x', 'latest')).rejects.toThrow(/manifests\/latest: unexpected image manifest: config\.digest: expected a digest like sha256:<64 hex>; config\.size: required, expected number/);
+      await expect(c.manifest('x', 'latest')).rejects.toThrow(/manifests\/latest: unexpected image manifest: config\.digest: expected a digest like sha256:<64 hex>, got string "sha256:abc"; config\.size: required, expected number/);
     });
   });
 

@@ -22,6 +22,7 @@ describe('mgr image rescan as a process', () => {
     const push = new RegistryPusher(sb.registry!.url);
     await push.image('stable/python', '3.9', { labels: kernelLabels() });
     await push.image('stable/r', '1', { labels: kernelLabels() });
+    await push.image('stable/plain', '1', { labels: { maintainer: 'x' } });
     down = await startHttpServer((_req, res) => res.writeHead(500).end('no'));
     await putRegistry(stores, 'cr.local', sb.registry!.url);
   });
@@ -35,7 +36,8 @@ describe('mgr image rescan as a process', () => {
   it('--dry-run prints the summary and writes nothing; a plain run saves', async () => {
     const dry = await runMgr(['-f', sb.managerToml, 'image', 'rescan', 'cr.local', '--dry-run']);
     expect(dry.code, dry.stderr).toBe(EXIT.ok);
-    expect(dry.stdout).toContain('cr.local: 2 added, 0 updated, 0 unchanged, 0 skipped, 0 failed (dry run: nothing written)');
+    expect(dry.stdout).toContain('cr.local: 2 added, 0 updated, 0 unchanged, 1 skipped, 0 failed (dry run: nothing written)');
+    expect(dry.stdout).toContain('  skipped 1 (no ai.backend.kernelspec label (not a Backend.AI kernel image)): cr.local/stable/plain:1 (x86_64)');
     expect(await imageCount(stores)).toBe(0);
     const run = await runMgr(['-f', sb.managerToml, 'image', 'rescan', '--json']);
     expect(run.code, run.stderr).toBe(EXIT.ok);

@@ -211,4 +211,13 @@ describe('image rescan into the 22.03 images table (real registry, real PostgreS
       message: `unknown registry "nope"; known registries: ${REG}`,
     });
   });
+
+  it('refuses before touching any registry when the database has no images table (not 22.03 yet)', async () => {
+    await stores.pg.pool.query('ALTER TABLE images RENAME TO images_hidden');
+    try {
+      await expect(rescanImages(stores)).rejects.toMatchObject({ code: 'refused', message: expect.stringContaining('the images table does not exist') });
+    } finally {
+      await stores.pg.pool.query('ALTER TABLE images_hidden RENAME TO images');
+    }
+  });
 });
