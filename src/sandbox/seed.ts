@@ -112,8 +112,8 @@ export interface SeedOptions {
   statKeysFor?: 'recent' | 'all';
   /** Wipe PostgreSQL, the etcd namespace and Redis first (resetInstallation). @default false */
   reset?: boolean;
-  /** "Now" for every timestamp. @default the current time */
-  now?: Date;
+  /** "Now" for every timestamp (a Date, an ISO string or epoch ms). @default the current time */
+  now?: Date | string | number;
   log?: Logger;
   /** Called as each phase advances (phase: "kernels", "images", "redis", …). */
   onProgress?: (phase: string, p: Progress) => void;
@@ -181,7 +181,8 @@ export async function seedInstallation(stores: Stores, opts: SeedOptions = {}): 
   const imageCount = Math.max(1, opts.images ?? 200);
   const keypairCount = opts.keypairs ?? 50;
   const sizes = { keypairs: keypairCount, users: opts.users ?? Math.max(4, Math.ceil(keypairCount * 0.8)), agents: opts.agents ?? 8 };
-  const nowMs = (opts.now ?? new Date()).getTime();
+  const nowMs = new Date(opts.now ?? Date.now()).getTime();
+  if (!Number.isFinite(nowMs)) throw new MgrError('usage', `seed option "now" is not a valid time: ${JSON.stringify(opts.now)}`);
   const rng = new Rng(opts.seed ?? 1);
 
   if (opts.reset) await resetInstallation(stores);

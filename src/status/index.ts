@@ -3,7 +3,7 @@ import { loadSharedConfig } from '../config/shared.js';
 import { detectRelease } from '../engine/detect.js';
 import { findLiveNodes, type LiveNode } from '../engine/preflight.js';
 import { compareReleases, type Detected } from '../engine/releases.js';
-import { errorMessage } from '../errors.js';
+import { ConfigError, errorMessage } from '../errors.js';
 import { getMaintenance, MANAGER_STATUS_KEY, type MaintenanceMarker } from '../maintenance/index.js';
 import { openEtcd, openPg, RedisStore, REDIS_DB, unquote, type EtcdStore, type PgStore, type Stores } from '../stores/index.js';
 
@@ -110,6 +110,8 @@ interface Handles {
   redis: RedisStore | undefined;
   /** Why Redis could not even be located (the address lives in etcd). */
   redisProblem?: string;
+  /** etcd's first failure, kept: a second call would only report the client's open circuit breaker. */
+  etcdError?: string;
 }
 
 /** The report for open stores (the library entry point; tests call this). */
@@ -126,13 +128,18 @@ export async function installationStatusFromConfig(config: LocalConfig, opts: { 
   const pg = openPg(config.db, { max: 2 });
   let redis: RedisStore | undefined;
   let redisProblem: string | undefined;
+  let etcdError: string | undefined;
   try {
     try {
       redis = new RedisStore((await withTimeout(loadSharedConfig(etcd), 'etcd')).redis);
     } catch (e) {
-      redisProblem = `address unknown: cannot read config/redis from etcd (${errorMessage(e)})`;
+      if (e instanceof ConfigError) redisProblem = `address unknown: ${errorMessage(e)}`;
+      else {
+        etcdError = errorMessage(e);
+        redisProblem = 'address unknown: etcd, which holds config/redis, is not reachable';
+      }
     }
-    const handles: Handles = { config, pg, etcd, redis, redisProblem };
+    const handles: Handles = { config, pg, etcd, redis, redisProblem, etcdError };
     const stores: Stores | undefined = redis ? { config, shared: { redis: redis.target, registries: [] }, pg, etcd, redis, close: async () => undefined } : undefined;
     return await collect(handles, opts.now ?? new Date(), stores);
   } finally {
@@ -154,7 +161,7 @@ async function collect(h: Handles, now: Date, stores: Stores | undefined): Promi
   const { db } = h.config;
   const storeList = await Promise.all([
     probe('postgresql', `${db.host}:${db.port}/${db.name}`, () => h.pg.version()),
-    probe('etcd', `${h.etcd.endpoint} (namespace ${h.etcd.namespace})`, () => h.etcd.version()),
+    probe('etcd', `${h.etcd.endpoint} (namespace ${h.etcd.namespace})`, h.etcdError === undefined ? () => h.etcd.version() : undefined, h.etcdError),
     probe('redis', h.redis ? h.redis.describe() : 'unknown', h.redis ? () => h.redis!.version() : undefined, h.redisProblem),
   ]);
   const up = (s: StoreName) => storeList.find((x) => x.store === s)!.reachable;

@@ -127,6 +127,14 @@ describe('mgr status on a seeded 21.03 installation', () => {
     expect(r.stores.filter((s) => s.reachable).map((s) => s.store)).toEqual(['etcd', 'redis']);
     expect(r.release).toMatchObject({ kind: 'unavailable' });
     expect(r.liveness.anyLive).toBeUndefined();
+
+    // etcd down: its own error (not the client's circuit breaker), and Redis cannot be located
+    const noEtcd = await installationStatusFromConfig({ ...sb.config, etcd: { ...sb.config.etcd, port: await freePort() } });
+    const byStore = Object.fromEntries(noEtcd.stores.map((s) => [s.store, s]));
+    expect(byStore.etcd).toMatchObject({ reachable: false, error: expect.stringMatching(/ECONNREFUSED/) });
+    expect(byStore.redis).toMatchObject({ reachable: false, error: expect.stringMatching(/etcd, which holds config\/redis, is not reachable/) });
+    expect(byStore.postgresql!.reachable).toBe(true);
+    expect(noEtcd.release).toMatchObject({ kind: 'known', release: '21.03' });
   });
 
   it('the built CLI prints the same report as JSON (exit 0), and exits 4 when PostgreSQL is down', async () => {
