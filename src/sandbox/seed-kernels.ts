@@ -170,7 +170,7 @@ export function* generateKernels(
     const agentPool = terminatedAt === null ? aliveAgents : world.agents;
     const started = scheduled && status !== 'SCHEDULED' && status !== 'PREPARING';
     const sessionId = rng.uuid();
-    const statusChanged = terminatedAt ?? createdAt + rng.int(1_000, 600_000);
+    const statusChanged = terminatedAt ?? Math.min(createdAt + rng.int(1_000, 600_000), opts.nowMs);
     const vfolder: SeedVfolder | undefined = rng.chance(0.03) && world.vfolders.length ? rng.pick(world.vfolders) : undefined;
     const statusInfo =
       status === 'TERMINATED' ? rng.pick(['user-requested', 'self-terminated', 'idle-timeout', 'force-terminated'])

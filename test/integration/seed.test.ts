@@ -117,6 +117,10 @@ describe('seeded 21.03 installation on real stores', () => {
     expect(mid.rows[0]!.n / by.TERMINATED!.n).toBeGreaterThan(0.4); // uniform: about half is older than half a year
     const main = await stores.pg.withClient((c) => c.query<{ bad: number }>(`SELECT count(*)::int AS bad FROM kernels WHERE cluster_role = 'main' AND session_id <> id`));
     expect(main.rows[0]!.bad).toBe(0);
+    const future = await stores.pg.withClient((c) =>
+      c.query<{ n: number }>(`SELECT count(*)::int AS n FROM kernels WHERE greatest(created_at, status_changed, terminated_at) > $1 OR created_at > coalesce(terminated_at, created_at)`, [now]),
+    );
+    expect(future.rows[0]!.n).toBe(0);
   });
 
   it('writes the 21.03 image layout in etcd exactly, for a sample image and its alias', async () => {
