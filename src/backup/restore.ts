@@ -7,7 +7,7 @@ import { silentLogger, type Logger } from '../log.js';
 import type { Progress } from '../engine/types.js';
 import { ETCD_LOCK_PREFIX } from '../locks/index.js';
 import { MAINTENANCE_KEY, MANAGER_STATUS_KEY, getMaintenance } from '../maintenance/index.js';
-import type { Stores } from '../stores/index.js';
+import { MANAGER_REDIS_DBS, type Stores } from '../stores/index.js';
 import { prefixEnd } from '../stores/etcd.js';
 import {
   RESTORE_STATE_FILE,
@@ -227,6 +227,9 @@ async function writeState(file: string, state: RestoreState): Promise<void> {
   }
 }
 
+/** Where etcd tells mgr (and the manager) how to reach Redis. */
+const REDIS_CONFIG_PREFIX = 'config/redis/';
+
 /** Keys mgr holds for a running process, never data: not restored, and kept when a namespace is emptied. */
 function isTransientKey(rel: string): boolean {
   return rel === MAINTENANCE_KEY || rel.startsWith(ETCD_LOCK_PREFIX);
@@ -246,14 +249,12 @@ export async function targetOccupancy(stores: Stores): Promise<Record<BackupPart
   // keys (with manager/status frozen under maintenance) belong to whoever runs now: none of
   // these make a target "non-empty".
   const etcd = stores.etcd;
-  const marker = await getMaintenance(etcd).catch(() => undefined);
+  const hasMarker = (await etcd.get(MAINTENANCE_KEY)) !== null;
+  const frozen = hasMarker && (await etcd.get(MANAGER_STATUS_KEY)) === 'frozen';
   const etcdKeys =
-    (await etcd.count('')) -
-    (await etcd.count('config/redis/')) -
-    (await etcd.count(ETCD_LOCK_PREFIX)) -
-    (marker ? 1 + ((await etcd.get(MANAGER_STATUS_KEY)) === null ? 0 : 1) : (await etcd.get(MAINTENANCE_KEY)) === null ? 0 : 1);
+    (await etcd.count('')) - (await etcd.count(REDIS_CONFIG_PREFIX)) - (await etcd.count(ETCD_LOCK_PREFIX)) - (hasMarker ? 1 : 0) - (frozen ? 1 : 0);
   let redisKeys = 0;
-  for (const db of [0, 1, 2, 3, 4]) redisKeys += await (await stores.redis.db(db)).dbsize();
+  for (const db of MANAGER_REDIS_DBS) redisKeys += await (await stores.redis.db(db)).dbsize();
   return { postgres: relations, etcd: etcdKeys, redis: redisKeys };
 }
 
@@ -286,14 +287,21 @@ async function restoreEtcd(
   const etcd = stores.etcd;
   const root = Buffer.from(etcd.root);
   const liveMarker = await getMaintenance(etcd);
-  const redisAddrBefore = await etcd.get('config/redis/addr');
+  const redisAddrBefore = await etcd.get(`${REDIS_CONFIG_PREFIX}addr`);
 
-  // Empty the namespace except mgr's transient keys ('mgr/locks/' sorts before 'mgr/maintenance').
-  const locksFrom = Buffer.from(etcd.abs(ETCD_LOCK_PREFIX));
-  const marker = Buffer.from(etcd.abs(MAINTENANCE_KEY));
-  await deleteRangeRaw(etcd, root, locksFrom);
-  await deleteRangeRaw(etcd, prefixEnd(etcd.abs(ETCD_LOCK_PREFIX)), marker);
-  await deleteRangeRaw(etcd, Buffer.concat([marker, Buffer.from([0])]), prefixEnd(etcd.root));
+  // Empty the namespace except mgr's transient keys and the Redis address: without it in etcd a
+  // rerun after a crash in this part could not reach Redis. The backup's values replace it.
+  const kept: [Buffer, Buffer][] = [ETCD_LOCK_PREFIX, MAINTENANCE_KEY, REDIS_CONFIG_PREFIX]
+    .map((k): [Buffer, Buffer] => [Buffer.from(etcd.abs(k)), k.endsWith('/') ? prefixEnd(etcd.abs(k)) : Buffer.from(etcd.abs(k) + '\0')])
+    .sort((a, b) => Buffer.compare(a[0], b[0]));
+  let from: Buffer = root;
+  for (const [start, end] of kept) {
+    if (Buffer.compare(from, start) < 0) await deleteRangeRaw(etcd, from, start);
+    from = end;
+  }
+  await deleteRangeRaw(etcd, from, prefixEnd(etcd.root));
+  const redisKeysBefore = (await etcd.getFlat(REDIS_CONFIG_PREFIX)).map((kv) => kv.key);
+  const redisKeysInBackup = new Set<string>();
 
   let dumpedStatus: string | null = null;
   let written = 0;
@@ -313,6 +321,7 @@ async function restoreEtcd(
       dumpedStatus = value.toString();
       continue;
     }
+    if (relText.startsWith(REDIS_CONFIG_PREFIX)) redisKeysInBackup.add(relText);
     batch.push({ key: Buffer.concat([root, rel]), value });
     if (batch.length >= ETCD_BATCH) {
       signal.throwIfAborted();
@@ -324,6 +333,7 @@ async function restoreEtcd(
   }
   await putRaw(etcd, batch);
   written += batch.length;
+  for (const key of redisKeysBefore) if (!redisKeysInBackup.has(key)) await etcd.delete(key);
 
   // manager/status as it was before the backup's maintenance began; if someone holds maintenance
   // on the target now (a rollback), it stays frozen and their marker puts this value back.
@@ -345,7 +355,7 @@ async function restoreEtcd(
     throw new MgrError('integrity', `etcd holds ${present} keys after the restore, expected ${written}`);
   }
   report.checks.push(`etcd: ${written} keys written and present; ${skipped} transient mgr keys of the backup (maintenance marker, locks) not restored`);
-  const redisAddrAfter = await etcd.get('config/redis/addr');
+  const redisAddrAfter = await etcd.get(`${REDIS_CONFIG_PREFIX}addr`);
   if (redisAddrBefore !== null && redisAddrAfter !== redisAddrBefore) {
     report.warnings.push(
       `etcd config/redis/addr is now ${JSON.stringify(redisAddrAfter)} (from the backup); it was ${JSON.stringify(redisAddrBefore)}, where this restore writes the Redis data — fix config/redis if the Redis server moved`,

@@ -141,6 +141,7 @@ describe('backup and restore of PostgreSQL, etcd and Redis together', () => {
   it('refuses stores that hold data unless --force, then replaces them', async () => {
     await (await stores.redis.db(1)).set('written.after.backup', '1');
     await stores.etcd.put('config/added-later', 'x');
+    await stores.etcd.put('config/redis/service_name', 'added later: kept while etcd is restored, removed after');
     await stores.pg.withClient((c) => c.query('CREATE TABLE public.added_later (id int)'));
     const refused = await rejection(restoreBackup(stores, bundle.path, { yes: true }));
     expect(refused.code).toBe('refused');
