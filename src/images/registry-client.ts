@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
+import { setMaxListeners } from 'node:events';
 import pLimit, { type LimitFunction } from 'p-limit';
 import pRetry from 'p-retry';
 import { z } from 'zod';
@@ -150,7 +151,10 @@ export class RegistryClient {
   readonly name: string;
   readonly baseUrl: string;
   private readonly opts: Required<Omit<RegistryClientOptions, 'signal' | 'log'>>;
-  private readonly signal: AbortSignal | undefined;
+  /** Aborted with the caller's signal; every pending call and request listens to this one. */
+  private readonly aborter = new AbortController();
+  private readonly signal: AbortSignal;
+  private readonly unlinkCaller: () => void;
   private readonly log: Logger;
   private readonly limit: LimitFunction;
   private readonly httpAgent: http.Agent;
@@ -173,7 +177,14 @@ export class RegistryClient {
       maxRetryAfterMs: options.maxRetryAfterMs ?? 30_000,
       maxBodyBytes: options.maxBodyBytes ?? 16 * 1024 * 1024,
     };
-    this.signal = options.signal;
+    // One listener on the caller's (shared) signal; the many per-call listeners go on ours.
+    this.signal = this.aborter.signal;
+    setMaxListeners(0, this.signal);
+    const caller = options.signal;
+    const forward = () => this.aborter.abort(caller?.reason);
+    if (caller?.aborted) forward();
+    else caller?.addEventListener('abort', forward, { once: true });
+    this.unlinkCaller = () => caller?.removeEventListener('abort', forward);
     this.log = options.log ?? silentLogger;
     this.limit = pLimit(this.opts.concurrency);
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: this.opts.concurrency + 2 });
@@ -181,6 +192,7 @@ export class RegistryClient {
   }
 
   close(): void {
+    this.unlinkCaller();
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
   }
@@ -438,7 +450,7 @@ export class RegistryClient {
         maxTimeout: 10_000,
         randomize: true,
         signal: this.signal,
-        shouldRetry: (e) => e instanceof RegistryError && e.retryable && !this.signal?.aborted,
+        shouldRetry: (e) => e instanceof RegistryError && e.retryable && !this.signal.aborted,
         onFailedAttempt: async (e) => {
           this.log.debug({ registry: this.name, url: redactUrl(url), attempt: e.attemptNumber, retriesLeft: e.retriesLeft, err: e.message }, 'registry request failed; retrying');
           const wait = e instanceof RegistryError ? e.retryAfterMs : undefined;
@@ -450,15 +462,21 @@ export class RegistryClient {
 
   /** One HTTP GET, following up to 5 redirects (dropping credentials when the host changes). */
   private async send(url: string, headers: Record<string, string>, redirects = 0): Promise<HttpResponse> {
-    const timeout = AbortSignal.timeout(this.opts.timeoutMs);
-    const signal = this.signal ? AbortSignal.any([this.signal, timeout]) : timeout;
+    const request = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      request.abort();
+    }, this.opts.timeoutMs);
+    const stop = () => request.abort();
+    this.signal.addEventListener('abort', stop, { once: true });
     const target = new URL(url);
     const lib = target.protocol === 'https:' ? https : http;
     const agent = target.protocol === 'https:' ? this.httpsAgent : this.httpAgent;
     let res: HttpResponse;
     try {
       res = await new Promise<HttpResponse>((resolve, reject) => {
-        const req = lib.request(target, { method: 'GET', headers: { 'user-agent': 'mgr', ...headers }, agent, signal }, (msg) => {
+        const req = lib.request(target, { method: 'GET', headers: { 'user-agent': 'mgr', ...headers }, agent, signal: request.signal }, (msg) => {
           const chunks: Buffer[] = [];
           let size = 0;
           msg.on('data', (c: Buffer) => {
@@ -477,14 +495,17 @@ export class RegistryClient {
       });
     } catch (e) {
       if (e instanceof RegistryError) throw e;
-      if (this.signal?.aborted) throw this.signal.reason ?? e;
-      if (timeout.aborted) throw new RegistryError(url, `no complete answer within ${this.opts.timeoutMs} ms`, { retryable: true, cause: e });
+      if (this.signal.aborted) throw this.signal.reason ?? e;
+      if (timedOut) throw new RegistryError(url, `no complete answer within ${this.opts.timeoutMs} ms`, { retryable: true, cause: e });
       const code = (e as NodeJS.ErrnoException).code;
       const tls = typeof code === 'string' && (code.startsWith('ERR_TLS') || code.includes('CERT') || code.includes('SELF_SIGNED'));
       throw new RegistryError(url, tls ? `TLS verification failed (${code}); if this registry uses a private CA, set ssl-verify to false under its etcd key` : `connection failed: ${errorMessage(e)}`, {
         retryable: !tls,
         cause: e,
       });
+    } finally {
+      clearTimeout(timer);
+      this.signal.removeEventListener('abort', stop);
     }
     if ([301, 302, 303, 307, 308].includes(res.status) && res.headers.location) {
       if (redirects >= 5) throw new RegistryError(url, 'too many redirects', { status: res.status });

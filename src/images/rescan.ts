@@ -200,8 +200,9 @@ async function rescanRegistry(
     client.close();
   }
   opts.signal?.throwIfAborted();
-  out.skipped = scan.skipped;
-  out.failed = scan.failed;
+  // Tags finish in any order; sorted, the report reads the same on every run.
+  out.skipped = scan.skipped.sort((a, b) => a.ref.localeCompare(b.ref));
+  out.failed = scan.failed.sort((a, b) => (a.ref ?? '').localeCompare(b.ref ?? ''));
   if (opts.prune && !scan.listingComplete) out.notes.push('prune withheld: the repository listing did not complete');
   try {
     const written = await writeRows(stores, registry, projects, scan, { dryRun: Boolean(opts.dryRun), prune: Boolean(opts.prune) && scan.listingComplete });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.js';
 import { enterMaintenance, leaveMaintenance } from '../../src/maintenance/index.js';
 import type { Stores } from '../../src/stores/index.js';
-import { runMgr } from '../helpers/cli.js';
+import { runMgr, spawnMgr } from '../helpers/cli.js';
 import { RegistryPusher, kernelLabels, load2203Schema, putRegistry, startHttpServer, type TestServer } from '../helpers/registry-push.js';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
 
@@ -14,6 +14,8 @@ describe('mgr image rescan as a process', () => {
   let sb: TestSandbox;
   let stores: Stores;
   let down: TestServer;
+  let hangs: TestServer;
+  let hangingRequests = 0;
 
   beforeAll(async () => {
     sb = await startTestSandbox({ withRegistry: true });
@@ -24,11 +26,14 @@ describe('mgr image rescan as a process', () => {
     await push.image('stable/r', '1', { labels: kernelLabels() });
     await push.image('stable/plain', '1', { labels: { maintainer: 'x' } });
     down = await startHttpServer((_req, res) => res.writeHead(500).end('no'));
+    hangs = await startHttpServer(() => {
+      hangingRequests++; // never answers
+    });
     await putRegistry(stores, 'cr.local', sb.registry!.url);
   });
 
   afterAll(async () => {
-    await down?.close();
+    await Promise.all([down?.close(), hangs?.close()]);
     await stores?.close();
     await sb?.stop();
   });
@@ -81,5 +86,22 @@ describe('mgr image rescan as a process', () => {
       await leaveMaintenance(stores.etcd);
     }
   });
-});
 
+  it('Ctrl-C stops a rescan waiting on a registry that hangs: exit 130 at once, nothing written', async () => {
+    await putRegistry(stores, 'hangs', hangs.url);
+    const before = await imageCount(stores);
+    try {
+      const child = spawnMgr(['-f', sb.managerToml, 'image', 'rescan', 'hangs']);
+      // wait until mgr is really waiting on the registry (its /v2/ probe arrived)
+      while (hangingRequests === 0) await new Promise((r) => setTimeout(r, 20));
+      const t0 = Date.now();
+      child.kill('SIGINT');
+      const r = await child.result;
+      expect(r.code, r.stderr).toBe(EXIT.interrupted);
+      expect(Date.now() - t0).toBeLessThan(3_000); // the registry timeout is 20 s
+      expect(await imageCount(stores)).toBe(before);
+    } finally {
+      await stores.etcd.deletePrefix('config/docker/registry/hangs');
+    }
+  });
+});

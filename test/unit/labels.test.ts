@@ -12,6 +12,8 @@ import {
   type ExistingImageRow,
   type ImageRowCandidate,
 } from '../../src/images/labels.js';
+import { parseRegistryArgument, selectRegistries } from '../../src/images/rescan.js';
+import type { RegistryConfig } from '../../src/config/shared.js';
 
 const digest = `sha256:${'a'.repeat(64)}`;
 const kernel = { 'ai.backend.kernelspec': '1', 'ai.backend.resource.min.cpu': '1', 'ai.backend.resource.min.mem': '256m' };
@@ -178,5 +180,36 @@ describe('merging with an existing row', () => {
     expect(jsonEqual({ a: [1, { b: 2 }] }, { a: [1, { b: 2 }] })).toBe(true);
     expect(jsonEqual({ a: 1 }, { a: 1, b: undefined })).toBe(false);
     expect(jsonEqual([1], { 0: 1 })).toBe(false);
+  });
+});
+
+describe('which registries a rescan covers', () => {
+  const reg = (name: string, type: RegistryConfig['type'], projects: string[] = []): RegistryConfig => ({
+    name,
+    url: `https://${name}`,
+    type,
+    username: undefined,
+    password: undefined,
+    projects,
+    sslVerify: true,
+  });
+  const all = [reg('cr.backend.ai', 'harbor2', ['stable', 'community']), reg('localhost:5000', 'docker')];
+
+  it('parses REGISTRY[/PROJECT]', () => {
+    expect(parseRegistryArgument(undefined)).toEqual({ registry: undefined, project: undefined });
+    expect(parseRegistryArgument('localhost:5000')).toEqual({ registry: 'localhost:5000', project: undefined });
+    expect(parseRegistryArgument('cr.backend.ai/stable/')).toEqual({ registry: 'cr.backend.ai', project: 'stable' });
+  });
+
+  it('selects every registry with its configured projects, or one registry/project', () => {
+    expect(selectRegistries(all, undefined, undefined).map((s) => [s.registry.name, s.projects])).toEqual([
+      ['cr.backend.ai', ['stable', 'community']],
+      ['localhost:5000', []],
+    ]);
+    expect(selectRegistries(all, 'cr.backend.ai', 'community').map((s) => s.projects)).toEqual([['community']]);
+    expect(selectRegistries(all, 'localhost:5000', 'any/prefix').map((s) => s.projects)).toEqual([['any/prefix']]);
+    expect(() => selectRegistries(all, 'nope', undefined)).toThrow('unknown registry "nope"; known registries: cr.backend.ai, localhost:5000');
+    expect(() => selectRegistries(all, 'cr.backend.ai', 'private')).toThrow('registry "cr.backend.ai" has no project "private"; configured projects: stable, community');
+    expect(() => selectRegistries(all, undefined, 'stable')).toThrow(/needs its registry/);
   });
 });
