@@ -8,7 +8,7 @@ import { from as copyFrom } from 'pg-copy-streams';
  * chunks with back-pressure, so a million rows never sit in memory at once.
  */
 
-/** A value of one column: null → \N; objects → JSON; arrays of strings → a PG array literal via pgArray. */
+/** A value of one column as COPY sends it (null/undefined → \N); JSON, arrays and bytea are pre-formatted strings. */
 export type CopyValue = string | number | boolean | null | undefined;
 
 /** One field in COPY text format: backslash, tab, newline and CR escaped; null/undefined is \N. */

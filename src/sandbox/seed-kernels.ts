@@ -31,12 +31,6 @@ export type KernelStat = Record<string, StatMetric>;
 
 export interface SeedKernel {
   id: string;
-  sessionId: string;
-  role: 'main' | 'sub';
-  status: KernelStatus;
-  accessKey: string;
-  createdAt: number;
-  terminatedAt: number | null;
   /** The stats object for last_stat and/or the Redis stat key. */
   stat: KernelStat | undefined;
   /** Whether this kernel gets a stat key in Redis DB 0. */
@@ -259,7 +253,7 @@ export function* generateKernels(
       }
       effects.byStatus.set(status, (effects.byStatus.get(status) ?? 0) + 1);
       if (vfolder) effects.vfolderAttachments.push([vfolder.id, id]);
-      yield { id, sessionId, role, status, accessKey: kp.accessKey, createdAt, terminatedAt, stat, redisStat: wantsRedis, line };
+      yield { id, stat, redisStat: wantsRedis, line };
     }
     if (type === 'BATCH') {
       if (lastBatchMain && rng.chance(0.05)) effects.sessionDependencies.push([sessionId, lastBatchMain]);
