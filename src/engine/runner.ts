@@ -169,6 +169,7 @@ export async function runUpgrade(stores: Stores, opts: RunUpgradeOptions): Promi
 
   if (sel.modules.length === 0) {
     emit({ type: 'info', message: `already at ${sel.detected.reached}; nothing to do` });
+    if (!opts.dryRun) await clearStaleMaintenance(stores, emit);
     report.durationMs = Date.now() - started;
     return report;
   }
@@ -238,6 +239,22 @@ export async function runUpgrade(stores: Stores, opts: RunUpgradeOptions): Promi
     }
     await held.release().catch((err) => opts.log.warn({ err }, 'could not release the upgrade lock'));
     report.durationMs = Date.now() - started;
+  }
+}
+
+/**
+ * An upgrade killed after its last step, before it turned maintenance off, leaves the marker on
+ * with nothing left to do: the next run clears it (only when no upgrade holds the lock).
+ */
+async function clearStaleMaintenance(stores: Stores, emit: (e: UpgradeEvent) => void): Promise<void> {
+  const marker = await getMaintenance(stores.etcd);
+  if (marker?.by !== MAINTENANCE_BY) return;
+  const held = await lockBackendFor(stores, 'pg_advisory').acquire({ name: UPGRADE_LOCK, waitMs: 0, purpose: 'clear stale maintenance' });
+  try {
+    await leaveMaintenance(stores.etcd);
+    emit({ type: 'info', message: `maintenance mode left on by an interrupted upgrade (pid ${marker.pid} on ${marker.host}) is now off` });
+  } finally {
+    await held.release();
   }
 }
 

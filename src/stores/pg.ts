@@ -43,6 +43,7 @@ export function openPg(c: PgConfig, opts: { max?: number } = {}): PgStore {
   const pool = new pg.Pool({ ...pgClientConfig(c), max: opts.max ?? 8, idleTimeoutMillis: 10_000 });
   // An idle client's error (server restarted) must not crash the process; the next query reports it.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   const withClient = async <T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
     let client: pg.PoolClient;
     try {
@@ -50,7 +51,6 @@ export function openPg(c: PgConfig, opts: { max?: number } = {}): PgStore {
     } catch (e) {
       throw pgUnreachable(c, e);
     }
-    client.on('error', () => undefined);
     try {
       return await fn(client);
     } finally {

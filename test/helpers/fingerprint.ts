@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto';
 import type { Stores } from '../../src/stores/index.js';
-import { MANAGER_REDIS_DBS } from '../../src/stores/redis.js';
+import { redisChecksums } from '../../src/backup/checksums.js';
 
 /**
  * What an installation holds, minus what legitimately differs between two equal upgrades:
  * generated ids and creation times of image rows (aliases are compared by the image name they
  * point at), and mgr's own bookkeeping (schema mgr, etcd mgr/). Two runs that end in the same
  * state have equal fingerprints; a lost or duplicated row, key or value changes them.
+ * `config/redis/addr` is left out too: it is the loopback port of each sandbox's own Redis.
  */
+const PER_SANDBOX_KEYS = new Set(['config/redis/addr']);
 export interface Fingerprint {
   postgres: Record<string, { rows: number; sha256: string }>;
   etcd: { keys: number; sha256: string };
@@ -31,25 +33,10 @@ export async function fingerprint(stores: Stores): Promise<Fingerprint> {
     }
     return out;
   });
-  const kvs = (await stores.etcd.getFlat('')).filter((kv) => !kv.key.startsWith('mgr/'));
+  const kvs = (await stores.etcd.getFlat('')).filter((kv) => !kv.key.startsWith('mgr/') && !PER_SANDBOX_KEYS.has(kv.key));
   const etcd = { keys: kvs.length, sha256: sha(kvs.map((kv) => `${kv.key}=${kv.value}`)) };
-  const redis: Fingerprint['redis'] = {};
-  for (const db of MANAGER_REDIS_DBS) {
-    const r = await stores.redis.db(db);
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await r.scan(cursor, 'COUNT', 1000);
-      cursor = next;
-      keys.push(...batch);
-    } while (cursor !== '0');
-    keys.sort();
-    const lines: string[] = [];
-    for (const k of keys) {
-      const dump = await r.dumpBuffer(k);
-      lines.push(`${k}=${dump ? createHash('sha256').update(dump).digest('hex') : 'gone'}`);
-    }
-    redis[`db${db}`] = { keys: keys.length, sha256: sha(lines) };
-  }
+  // Type-aware and order-free (a set's DUMP depends on the server's hash seed); TTLs by presence.
+  const sums = await redisChecksums(stores.redis, { ttl: 'presence' });
+  const redis = Object.fromEntries(Object.entries(sums).map(([db, v]) => [`db${db}`, v]));
   return { postgres, etcd, redis };
 }

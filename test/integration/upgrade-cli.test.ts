@@ -8,17 +8,10 @@ import { detectRelease } from '../../src/engine/detect.js';
 import { EXIT } from '../../src/errors.js';
 
 /** The same installation every time: same PRNG seed, same clock. */
-const SEED = { kernels: 4000, images: 600, keypairs: 30, seed: 42, now: Date.parse('2026-06-01T00:00:00Z') };
+const SEED = { kernels: 4000, images: 600, keypairs: 30, seed: 42, now: new Date('2026-06-01T00:00:00Z') };
 
 function upgradeArgs(sb: TestSandbox): string[] {
   return ['-f', sb.managerToml, 'upgrade', '--yes', '--no-backup', '--no-schedule', '--json'];
-}
-
-async function stepsFinished(stores: Stores): Promise<number> {
-  return stores.pg.withClient(async (c) => {
-    if ((await c.query(`SELECT to_regclass('mgr.upgrade_steps') AS t`)).rows[0]?.t === null) return 0;
-    return (await c.query(`SELECT count(*)::int AS n FROM mgr.upgrade_steps WHERE status IN ('done', 'skipped')`)).rows[0].n as number;
-  });
 }
 
 /** Image-migration batches finished so far (the long data step of 22.03). */
@@ -29,22 +22,36 @@ async function imageBatchesDone(stores: Stores): Promise<number> {
   });
 }
 
-/** Starts `mgr upgrade`, SIGKILLs it as soon as `until` holds (or lets it finish). */
-async function upgradeKilledWhen(sb: TestSandbox, stores: Stores, until: () => Promise<boolean>): Promise<'killed' | 'finished'> {
-  const child = spawnMgr(upgradeArgs(sb));
+/** Lines the CLI prints to stderr when a step ends ("  → done: …"). */
+const stepEnds = (stderr: string) => (stderr.match(/^ {2}→ /gm) ?? []).length;
+
+/**
+ * Starts `mgr upgrade` and SIGKILLs it the moment `until` holds: checked on every chunk of
+ * stderr (a step just ended) and every few ms. Returns whether it was killed or finished.
+ */
+async function upgradeKilledWhen(sb: TestSandbox, until: (stderr: string) => Promise<boolean>): Promise<'killed' | 'finished'> {
+  const child = spawnMgr(['-f', sb.managerToml, 'upgrade', '--yes', '--no-backup', '--no-schedule']);
+  let stderr = '';
   let exited = false;
+  let killed = false;
+  const check = async () => {
+    if (!killed && !exited && (await until(stderr))) {
+      killed = true;
+      child.kill('SIGKILL');
+    }
+  };
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    void check();
+  });
   void child.result.then(() => (exited = true));
   while (!exited) {
-    if (await until()) {
-      child.kill('SIGKILL');
-      await child.result;
-      return 'killed';
-    }
+    await check();
     await new Promise((r) => setTimeout(r, 5));
   }
   const r = await child.result;
-  expect(r.code, r.stderr).toBe(0);
-  return 'finished';
+  if (!killed) expect(r.code, r.stderr).toBe(0);
+  return killed ? 'killed' : 'finished';
 }
 
 describe('mgr upgrade as a process: crashes, concurrency', () => {
@@ -71,19 +78,25 @@ describe('mgr upgrade as a process: crashes, concurrency', () => {
     expect(await fingerprint(crashStores)).not.toEqual(expected);
     const kills: string[] = [];
     // Inside the long data step: after the first image batch, before the last.
-    if ((await upgradeKilledWhen(crashed, crashStores, async () => (await imageBatchesDone(crashStores)) >= 1)) === 'killed') kills.push('images:batch1');
-    for (let boundary = 1; boundary <= 40; boundary++) {
-      const done = await stepsFinished(crashStores);
-      if (boundary <= done) continue;
-      const outcome = await upgradeKilledWhen(crashed, crashStores, async () => (await stepsFinished(crashStores)) >= boundary);
+    if ((await upgradeKilledWhen(crashed, async () => (await imageBatchesDone(crashStores)) >= 1)) === 'killed') kills.push('inside images-from-etcd');
+    // Then at each step boundary in turn: each rerun skips what is done and dies after one more step.
+    for (let i = 0; i < 40; i++) {
+      const outcome = await upgradeKilledWhen(crashed, async (stderr) => stepEnds(stderr) >= 1 && /→ (done|skipped)/.test(stderr));
       if (outcome === 'finished') break;
-      kills.push(`after step ${boundary}`);
+      kills.push(`boundary ${i + 1}`);
     }
-    expect(kills.length).toBeGreaterThan(10);
+    expect(kills.length).toBeGreaterThanOrEqual(15);
     const last = await runMgr(upgradeArgs(crashed));
     expect(last.code, last.stderr).toBe(0);
     expect(await detectRelease(crashStores.pg)).toMatchObject({ revision: '81c264528f20' });
-    expect(await fingerprint(crashStores)).toEqual(expected);
+    const keys = async (st: Stores) =>
+      (await st.etcd.getFlat('')).filter((kv) => !kv.key.startsWith('mgr/') && kv.key !== 'config/redis/addr').map((kv) => `${kv.key}=${kv.value}`);
+    const [mine, theirs] = [await keys(crashStores), await keys(refStores)];
+    expect(mine.filter((k) => !theirs.includes(k))).toEqual(theirs.filter((k) => !mine.includes(k)));
+    const got = await fingerprint(crashStores);
+    const differing = Object.keys(expected.postgres).filter((t) => JSON.stringify(got.postgres[t]) !== JSON.stringify(expected.postgres[t]));
+    expect(differing, `kills: ${kills.join(', ')}`).toEqual([]);
+    expect(got).toEqual(expected);
   });
 });
 
@@ -102,6 +115,8 @@ describe('concurrent upgrades', () => {
 
   it('five at once: exactly one upgrades, the others exit with the lock code naming the holder', async () => {
     const results = await Promise.all(Array.from({ length: 5 }, () => runMgr(upgradeArgs(sb))));
+    const odd = results.filter((r) => r.code !== EXIT.ok && r.code !== EXIT.lockBusy);
+    expect(odd.map((r) => r.stderr + r.stdout)).toEqual([]);
     const winners = results.filter((r) => r.code === EXIT.ok);
     const losers = results.filter((r) => r.code === EXIT.lockBusy);
     expect(winners).toHaveLength(1);
