@@ -2,11 +2,12 @@ import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'commander';
 import { MgrError } from '../errors.js';
-import { runUpgrade, selectModules, type UpgradeEvent, type UpgradeReport } from '../engine/runner.js';
+import { lastUpgradeBackup, runUpgrade, selectModules, type UpgradeEvent, type UpgradeReport } from '../engine/runner.js';
+import { enterMaintenance, leaveMaintenance } from '../maintenance/index.js';
 import { upgradeStatus } from '../engine/status.js';
 import type { UpgradeOptions } from '../engine/types.js';
 import { LOCK_BACKENDS } from '../config/manager-toml.js';
-import { action, dryRunOption, interrupt, jsonOption, nonNegativeNumber, out, printJson, progressReporter, withStores } from './common.js';
+import { action, dryRunOption, interrupt, jsonOption, loadConfig, logger, nonNegativeNumber, out, printJson, progressReporter, withStores } from './common.js';
 
 interface UpgradeFlags {
   to?: string;
@@ -208,6 +209,74 @@ export function registerUpgrade(program: Command): void {
           if (st.lastBackup) out(`pre-upgrade backup: ${st.lastBackup}`);
         }),
       ),
+    );
+
+  registerUpgradeRecovery(upgrade);
+}
+
+export function registerUpgradeRecovery(upgrade: Command): void {
+  upgrade
+    .command('rollback')
+    .description('restore the backup taken before the last upgrade into all three stores (the one dependable rollback)')
+    .option('--bundle <dir>', 'restore this bundle instead of the recorded pre-upgrade backup')
+    .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
+    .addOption(jsonOption())
+    .action(
+      action(async (flags: { bundle?: string; yes?: boolean; json?: boolean }, cmd: Command) =>
+        withStores(cmd, async (stores, log) => {
+          const bundle = flags.bundle ?? (await lastUpgradeBackup(stores));
+          if (!bundle) throw new MgrError('refused', 'no pre-upgrade backup is recorded in mgr.upgrade_runs', { hint: 'pass the bundle with --bundle DIR (see `mgr backup list`)' });
+          if (!flags.yes) {
+            if (!process.stdin.isTTY) throw new MgrError('usage', 'refusing to roll back without confirmation: pass --yes when stdin is not a terminal');
+            if (!(await confirm(`replace PostgreSQL, etcd and Redis with the backup ${bundle}?`))) throw new MgrError('usage', 'rollback cancelled');
+          }
+          const { restoreBackup } = await import('../backup/index.js');
+          const m = await enterMaintenance(stores.etcd, { reason: `rollback to ${bundle}`, by: 'mgr upgrade rollback' });
+          try {
+            const report = await restoreBackup(stores, bundle, { force: true, yes: true, log, signal: interrupt.signal });
+            if (flags.json) printJson({ ok: true, ...report });
+            else out(`rolled back to ${bundle} (release ${report.release}, taken ${report.createdAt})`);
+          } finally {
+            if (m.created) await leaveMaintenance(stores.etcd);
+          }
+        }),
+      ),
+    );
+
+  upgrade
+    .command('rehearse')
+    .description('run the whole upgrade on a throwaway sandbox copy (from a backup, or a fresh read-only one) and report per-step durations; production is never written')
+    .option('--from-backup <bundle>', 'rehearse on this backup bundle instead of taking a fresh one')
+    .addOption(new Option('--to <release>', 'stop at this release'))
+    .option('--work-dir <dir>', 'where the throwaway sandbox goes (default: the OS temp dir)')
+    .addOption(jsonOption())
+    .action(
+      action(async (flags: { fromBackup?: string; to?: string; workDir?: string; json?: boolean }, cmd: Command) => {
+        const config = loadConfig(cmd);
+        const { rehearseUpgrade } = await import('../backup/index.js');
+        const print = eventPrinter(Boolean(flags.json));
+        const report = await rehearseUpgrade(config, {
+          fromBackup: flags.fromBackup,
+          to: flags.to,
+          workDir: flags.workDir,
+          options: upgradeOptionsFrom({ ...defaults(), to: flags.to }, config.path),
+          log: logger(cmd),
+          signal: interrupt.signal,
+          onEvent: (e) => {
+            if (e.type === 'upgrade') print(e.event);
+            else if (e.type === 'phase' && !flags.json) process.stderr.write(`rehearsal: ${e.message}\n`);
+          },
+        });
+        if (flags.json) printJson(report);
+        else {
+          out(`rehearsal ${report.ok ? 'succeeded' : 'FAILED'} on ${report.source.bundle} (release ${report.source.release}) in ${(report.totalMs / 1000).toFixed(1)} s`);
+          for (const [phase, ms] of Object.entries(report.phases)) out(`  ${phase.padEnd(8)} ${(ms! / 1000).toFixed(1)} s`);
+          for (const s of report.steps) out(`  ${s.status.padEnd(12)} ${s.id.padEnd(40)} ${(s.durationMs / 1000).toFixed(2)} s${s.error ? `  ${s.error}` : ''}`);
+          for (const w of report.warnings) out(`  warning: ${w}`);
+          if (report.failure) out(`  failure: ${report.failure}`);
+        }
+        if (!report.ok) throw new MgrError('stepFailed', `the rehearsal failed: ${report.failure}`);
+      }),
     );
 }
 
