@@ -19,6 +19,7 @@ import {
   DEFAULT_SCHEDULE_AT,
   DEFAULT_SCHEDULE_LOG,
   DEFAULT_SCHEDULE_RETENTION,
+  DEFAULT_TARGET_STATEMENT_MS,
   SCHEDULE_WAIT_LOCK_SECONDS,
   type ClearHistoryReport,
   type ScheduleSpec,
@@ -42,6 +43,7 @@ interface RunFlags {
   retention: string;
   dryRun?: boolean;
   batchSize: number;
+  targetStatementMs: number;
   pauseMs: number;
   waitLock: number;
   vacuum: boolean;
@@ -75,7 +77,8 @@ export function registerClearHistory(program: Command): void {
     .description('delete history now (the default: `mgr clear-history [options]` is `mgr clear-history run [options]`)')
     .option('-r, --retention <duration>', RETENTION_HELP, DEFAULT_RETENTION)
     .addOption(dryRunOption())
-    .option('--batch-size <n>', 'kernels deleted per transaction', positiveInt('--batch-size'), DEFAULT_BATCH_SIZE)
+    .option('--batch-size <n>', 'the most kernels deleted per transaction', positiveInt('--batch-size'), DEFAULT_BATCH_SIZE)
+    .option('--target-statement-ms <ms>', 'shrink batches so each DELETE statement takes about this long at most', positiveInt('--target-statement-ms'), DEFAULT_TARGET_STATEMENT_MS)
     .option('--pause-ms <ms>', 'pause between batches, for replicas and autovacuum', nonNegativeNumber('--pause-ms'), DEFAULT_PAUSE_MS)
     .option('--wait-lock <seconds>', 'wait this long for another run to release the lock (exit 6 after)', nonNegativeNumber('--wait-lock'), 0)
     .option('--no-vacuum', 'skip Redis compaction (BGREWRITEAOF/BGSAVE) and VACUUM (ANALYZE) after deleting')
@@ -95,6 +98,7 @@ export function registerClearHistory(program: Command): void {
               retention,
               dryRun: flags.dryRun,
               batchSize: flags.batchSize,
+              targetStatementMs: flags.targetStatementMs,
               pauseMs: flags.pauseMs,
               waitLockMs: Math.round(flags.waitLock * 1000),
               vacuum: flags.vacuum,
@@ -195,8 +199,9 @@ export function registerClearHistory(program: Command): void {
     .command('scheduler')
     .description('run clear-history on a cron expression in this process, for hosts without cron (containers); stops cleanly on SIGTERM/SIGINT')
     .option('-r, --retention <duration>', RETENTION_HELP, DEFAULT_SCHEDULE_RETENTION)
-    .option('--at <cron>', 'when, in UTC: five fields, or six with seconds first', DEFAULT_SCHEDULE_AT)
-    .option('--batch-size <n>', 'kernels deleted per transaction', positiveInt('--batch-size'), DEFAULT_BATCH_SIZE)
+    .option('--at <cron>', 'when, in local time like cron: five fields, or six with seconds first', DEFAULT_SCHEDULE_AT)
+    .option('--batch-size <n>', 'the most kernels deleted per transaction', positiveInt('--batch-size'), DEFAULT_BATCH_SIZE)
+    .option('--target-statement-ms <ms>', 'shrink batches so each DELETE statement takes about this long at most', positiveInt('--target-statement-ms'), DEFAULT_TARGET_STATEMENT_MS)
     .option('--pause-ms <ms>', 'pause between batches', nonNegativeNumber('--pause-ms'), DEFAULT_PAUSE_MS)
     .option('--wait-lock <seconds>', 'how long each run waits for a manual run to release the lock', nonNegativeNumber('--wait-lock'), SCHEDULE_WAIT_LOCK_SECONDS)
     .option('--no-vacuum', 'skip Redis compaction and VACUUM (ANALYZE) after each run')
@@ -209,7 +214,7 @@ export function registerClearHistory(program: Command): void {
           openStores: () => openStores(config),
           signal: interrupt.signal,
           log: logger(cmd),
-          run: { batchSize: flags.batchSize, pauseMs: flags.pauseMs, waitLockMs: Math.round(flags.waitLock * 1000), vacuum: flags.vacuum },
+          run: { batchSize: flags.batchSize, targetStatementMs: flags.targetStatementMs, pauseMs: flags.pauseMs, waitLockMs: Math.round(flags.waitLock * 1000), vacuum: flags.vacuum },
         });
         return EXIT.ok;
       }),
@@ -224,7 +229,7 @@ function printReport(r: ClearHistoryReport): void {
   out(
     `postgres: ${verb} ${r.kernelsDeleted} kernels${span}, ${r.dependentRows.session_dependencies} session_dependencies rows, ${r.dependentRows.vfolder_attachment} vfolder_attachment rows` +
       (r.dryRun
-        ? ` (${r.batches} batches of ≤ ${r.batchSize})`
+        ? ` (at least ${r.batches} batches of ≤ ${r.batchSize})`
         : ` in ${r.batches} batches of ≤ ${r.batchSize} (longest statement ${r.longestStatementMs} ms, longest batch ${r.longestBatchMs} ms)`),
   );
   out(

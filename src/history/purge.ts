@@ -16,6 +16,14 @@ export const DEFAULT_RETENTION = '1yr';
 export const DEFAULT_BATCH_SIZE = 1000;
 export const MAX_BATCH_SIZE = 50_000;
 export const DEFAULT_PAUSE_MS = 0;
+/**
+ * What one DELETE statement of a batch may take. Deleting a kernel fires Backend.AI's ON DELETE
+ * CASCADE trigger on vfolder_attachment, which has no index on `kernel`: every kernel row costs a
+ * scan of that table, so the time per row depends on the installation. Batches adapt to it.
+ */
+export const DEFAULT_TARGET_STATEMENT_MS = 100;
+/** Batches start this small and at most double while statements stay under the target. */
+const FIRST_BATCH_SIZE = 50;
 export const LOCK_NAME = 'mgr.clear-history';
 /** A batch waits at most this long for a row lock held by someone else, then the run fails (rerun resumes). */
 const LOCK_TIMEOUT_MS = 5_000;
@@ -30,7 +38,10 @@ export interface ClearHistoryOptions {
   retention?: string | Retention;
   /** The "now" the cutoff is computed from (default: the current time). */
   now?: Date;
+  /** The most kernels one batch deletes (batches shrink below it to keep statements under targetStatementMs). */
   batchSize?: number;
+  /** Batches are sized so their longest statement stays near this (default 100 ms). */
+  targetStatementMs?: number;
   /** Pause between batches, so replicas and autovacuum keep up. */
   pauseMs?: number;
   /** Count what would go and write nothing (takes no lock). */
@@ -58,8 +69,10 @@ export interface ClearHistoryReport {
   dependentRows: Record<(typeof DEPENDENT_TABLES)[number], number>;
   /** Sum of UNLINK replies in Redis DB 0 (dry run: stat keys that exist for those kernels). */
   redisKeysDeleted: number;
+  /** Batches committed (dry run: the fewest it could take, at the full batch size). */
   batches: number;
   batchSize: number;
+  targetStatementMs: number;
   /** The most kernels one batch deleted. */
   largestBatch: number;
   /** Longest single SQL statement of the batches (the time any row lock was waited on or held by one statement). */
@@ -100,8 +113,10 @@ function pageQuery(cutoff: string, limit: number, after: BatchRow | undefined, f
   const where = after
     ? 'terminated_at < $1::timestamptz AND terminated_at >= $3::timestamptz AND (terminated_at, id) > ($3::timestamptz, $4::uuid)'
     : 'terminated_at < $1::timestamptz';
+  // ORDER BY names the table's columns: bare names would mean the text output columns of the same
+  // names, and sorting those needs every row before the cutoff, not just the next index entries.
   const sql = `SELECT id::text AS id, ${ISO} AS terminated_at FROM kernels WHERE ${where}
-    ORDER BY terminated_at, id LIMIT $2${forUpdate ? ' FOR UPDATE SKIP LOCKED' : ''}`;
+    ORDER BY kernels.terminated_at, kernels.id LIMIT $2${forUpdate ? ' FOR UPDATE SKIP LOCKED' : ''}`;
   return [sql, after ? [cutoff, limit, after.terminated_at, after.id] : [cutoff, limit]];
 }
 
@@ -129,6 +144,8 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
   if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
     throw new MgrError('usage', `batch size must be a whole number from 1 to ${MAX_BATCH_SIZE}, got ${batchSize}`);
   }
+  const targetStatementMs = opts.targetStatementMs ?? DEFAULT_TARGET_STATEMENT_MS;
+  if (!(targetStatementMs > 0)) throw new MgrError('usage', `target statement time must be a positive number of ms, got ${targetStatementMs}`);
   const report: ClearHistoryReport = {
     dryRun: Boolean(opts.dryRun),
     retention: retention.text,
@@ -138,6 +155,7 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
     redisKeysDeleted: 0,
     batches: 0,
     batchSize,
+    targetStatementMs,
     largestBatch: 0,
     longestStatementMs: 0,
     longestBatchMs: 0,
@@ -152,6 +170,7 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
     warnings: [],
   };
   await refuseDuringMaintenance(stores.etcd, 'clear-history');
+  await requireTables(stores);
   if (opts.dryRun) {
     await countWouldDelete(stores, report, opts.signal);
     report.durationMs = Math.round(performance.now() - started);
@@ -188,6 +207,7 @@ async function deleteInBatches(
   // One connection for the whole run: the batches follow each other.
   await stores.pg.withClient(async (c) => {
     let cursor: BatchRow | undefined;
+    let size = Math.min(o.batchSize, FIRST_BATCH_SIZE);
     for (;;) {
       if (o.signal?.aborted) {
         report.interrupted = true;
@@ -195,7 +215,7 @@ async function deleteInBatches(
       }
       await checkStillAllowed(stores, report, o.held);
       const started = performance.now();
-      const batch = await runBatch(c, stat, report, o.batchSize, cursor);
+      const batch = await runBatch(c, stat, report, size, cursor);
       if (!batch) return;
       const ms = round(performance.now() - started);
       report.longestBatchMs = Math.max(report.longestBatchMs, ms);
@@ -208,12 +228,34 @@ async function deleteInBatches(
       report.oldestTerminatedAt ??= batch.rows[0]!.terminated_at;
       cursor = batch.rows[batch.rows.length - 1]!;
       report.newestTerminatedAt = cursor.terminated_at;
-      o.log.debug({ batch: report.batches, kernels: batch.deleted, keys: batch.unlinked, ms }, 'clear-history: batch committed');
+      o.log.debug({ batch: report.batches, kernels: batch.deleted, keys: batch.unlinked, ms, slowestStatementMs: batch.slowestMs }, 'clear-history: batch committed');
       o.onProgress?.({ done: report.kernelsDeleted, total: Math.max(o.total, report.kernelsDeleted), unit: 'kernels' });
-      if (batch.rows.length < o.batchSize) return;
+      if (batch.rows.length < size) return;
+      size = nextBatchSize(size, batch.slowestMs / batch.rows.length, o.batchSize, report.targetStatementMs);
       if (o.pauseMs) await delay(o.pauseMs, undefined, { signal: o.signal }).catch(() => undefined);
     }
   });
+}
+
+/** A database without Backend.AI's tables is the wrong database, not an internal error. */
+async function requireTables(stores: Stores): Promise<void> {
+  const r = await stores.pg.pool.query<{ name: string; found: boolean }>(
+    `SELECT t AS name, to_regclass('public.' || t) IS NOT NULL AS found FROM unnest($1::text[]) AS t`,
+    [VACUUMED_TABLES],
+  );
+  const missing = r.rows.filter((x) => !x.found).map((x) => x.name);
+  if (missing.length) {
+    const db = stores.config.db;
+    throw new MgrError('config', `database "${db.name}" at ${db.host}:${db.port} has no ${missing.join(', ')} table${missing.length > 1 ? 's' : ''}: it is not a Backend.AI manager database`, {
+      hint: `check [db] in ${stores.config.path}`,
+    });
+  }
+}
+
+/** Slow start: double while the statements stay under the target, shrink to what the target allows once they do not. */
+export function nextBatchSize(current: number, msPerKernel: number, max: number, targetMs: number): number {
+  const fits = msPerKernel > 0 ? Math.floor(targetMs / msPerKernel) : max;
+  return Math.max(1, Math.min(max, current * 2, fits));
 }
 
 /** Between batches: the lock must still be ours and maintenance must not have begun. */
@@ -240,20 +282,21 @@ async function runBatch(
   report: ClearHistoryReport,
   batchSize: number,
   after: BatchRow | undefined,
-): Promise<{ rows: BatchRow[]; deleted: number; unlinked: number; dependents: DependentCounts } | undefined> {
+): Promise<{ rows: BatchRow[]; deleted: number; unlinked: number; dependents: DependentCounts; slowestMs: number } | undefined> {
   const [sql, params] = pageQuery(report.cutoff, batchSize, after, true);
   await c.query('BEGIN');
   try {
     await c.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
-    const sel = await timed(report, () => c.query<BatchRow>(sql, params));
+    const slowest = { ms: 0 };
+    const sel = await timed(report, slowest, () => c.query<BatchRow>(sql, params));
     if (sel.rows.length === 0) {
       await c.query('ROLLBACK');
       return undefined;
     }
-    const { deleted, dependents } = await deleteRows(c, report, sel.rows.map((r) => r.id));
+    const { deleted, dependents } = await deleteRows(c, report, slowest, sel.rows.map((r) => r.id));
     const unlinked = await unlinkKeys(stat, deleted);
     await c.query('COMMIT');
-    return { rows: sel.rows, deleted: deleted.length, unlinked, dependents };
+    return { rows: sel.rows, deleted: deleted.length, unlinked, dependents, slowestMs: slowest.ms };
   } catch (e) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw e;
@@ -263,12 +306,17 @@ async function runBatch(
 type DependentCounts = ClearHistoryReport['dependentRows'];
 
 /** Deletes the dependent rows, then the kernels; returns the ids of the kernels actually deleted. */
-async function deleteRows(c: pg.PoolClient, report: ClearHistoryReport, ids: string[]): Promise<{ deleted: string[]; dependents: DependentCounts }> {
-  const sd = await timed(report, () =>
+async function deleteRows(
+  c: pg.PoolClient,
+  report: ClearHistoryReport,
+  slowest: { ms: number },
+  ids: string[],
+): Promise<{ deleted: string[]; dependents: DependentCounts }> {
+  const sd = await timed(report, slowest, () =>
     c.query('DELETE FROM session_dependencies WHERE session_id = ANY($1::uuid[]) OR depends_on = ANY($1::uuid[])', [ids]),
   );
-  const va = await timed(report, () => c.query('DELETE FROM vfolder_attachment WHERE kernel = ANY($1::uuid[])', [ids]));
-  const k = await timed(report, () => c.query<{ id: string }>('DELETE FROM kernels WHERE id = ANY($1::uuid[]) RETURNING id::text AS id', [ids]));
+  const va = await timed(report, slowest, () => c.query('DELETE FROM vfolder_attachment WHERE kernel = ANY($1::uuid[])', [ids]));
+  const k = await timed(report, slowest, () => c.query<{ id: string }>('DELETE FROM kernels WHERE id = ANY($1::uuid[]) RETURNING id::text AS id', [ids]));
   return { deleted: k.rows.map((r) => r.id), dependents: { session_dependencies: sd.rowCount ?? 0, vfolder_attachment: va.rowCount ?? 0 } };
 }
 
@@ -370,12 +418,15 @@ async function vacuumTables(stores: Stores, report: ClearHistoryReport): Promise
   report.vacuumMs = round(performance.now() - t);
 }
 
-async function timed<T>(report: ClearHistoryReport, fn: () => Promise<T>): Promise<T> {
+/** Runs one statement, keeping the run's and the batch's longest statement time. */
+async function timed<T>(report: ClearHistoryReport, batch: { ms: number }, fn: () => Promise<T>): Promise<T> {
   const t = performance.now();
   try {
     return await fn();
   } finally {
-    report.longestStatementMs = Math.max(report.longestStatementMs, round(performance.now() - t));
+    const ms = round(performance.now() - t);
+    batch.ms = Math.max(batch.ms, ms);
+    report.longestStatementMs = Math.max(report.longestStatementMs, ms);
   }
 }
 

@@ -7,7 +7,7 @@ import { parseRetention } from './retention.js';
 import { validateCronExpression } from './schedule.js';
 
 export interface SchedulerOptions {
-  /** Cron expression (five fields, six with seconds, or a preset); evaluated in UTC. */
+  /** Cron expression (five fields, six with seconds, or a preset), in the host's local time like cron. */
   at: string;
   retention: string;
   /** Opened for each run and closed after it, so a long-lived process never holds stale connections. */
@@ -16,7 +16,7 @@ export interface SchedulerOptions {
   signal: AbortSignal;
   log: Logger;
   /** Passed through to every run (batch size, pause, vacuum, lock wait). */
-  run?: Pick<ClearHistoryOptions, 'batchSize' | 'pauseMs' | 'vacuum' | 'waitLockMs'>;
+  run?: Pick<ClearHistoryOptions, 'batchSize' | 'targetStatementMs' | 'pauseMs' | 'vacuum' | 'waitLockMs'>;
   /** Called after each run with its report or its error. */
   onRun?: (r: { report?: ClearHistoryReport; error?: unknown }) => void;
 }
@@ -68,7 +68,6 @@ export async function runScheduler(opts: SchedulerOptions): Promise<SchedulerSum
 
   const job = CronJob.from({
     cronTime: at,
-    timeZone: 'UTC',
     start: false,
     onTick: () => {
       summary.ticks++;

@@ -3,9 +3,9 @@ import { MgrError } from '../../src/errors.js';
 import { clearHistory, LOCK_NAME, type ClearHistoryReport } from '../../src/history/index.js';
 import { lockBackendFor } from '../../src/locks/index.js';
 import { enterMaintenance, leaveMaintenance } from '../../src/maintenance/index.js';
-import { REDIS_DB, type Stores } from '../../src/stores/index.js';
+import { openStores, REDIS_DB, type Stores } from '../../src/stores/index.js';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
-import { checksums, expectStoresMatch, readState, RETENTION, seedHistory, TIE_RUN, type SeededHistory } from './clear-history-fixture.js';
+import { checksums, expectedAfter, expectStoresMatch, readState, RETENTION, seedHistory, TIE_RUN, type SeededHistory } from './clear-history-fixture.js';
 
 // Library-level runs of clearHistory on real PostgreSQL, Redis and etcd, with a fixed "now" so
 // kernels 1 µs either side of the cutoff are decided exactly.
@@ -87,6 +87,28 @@ describe('clearHistory', () => {
     // A rerun finds nothing and asks nothing of Redis.
     const again = await clearHistory(stores, { retention: RETENTION, now: NOW, batchSize: 10 });
     expect(again).toMatchObject({ kernelsDeleted: 0, redisKeysDeleted: 0, batches: 0, compaction: null, vacuumed: [] });
+  });
+
+  it('shrinks batches below --batch-size when deleting a kernel is slow (vfolder_attachment has no index on kernel)', async () => {
+    const s = await seed();
+    // 60 more vfolders attached to every kept kernel: each deleted kernel's cascade trigger now scans ~10k rows.
+    await stores.pg.pool.query(
+      `INSERT INTO vfolders SELECT (jsonb_populate_record(NULL::vfolders, to_jsonb(v) || jsonb_build_object('id', gen_random_uuid(), 'name', 'extra-' || g))).*
+         FROM (SELECT * FROM vfolders ORDER BY id LIMIT 1) v, generate_series(1, 60) g`,
+    );
+    await stores.pg.pool.query(
+      `INSERT INTO vfolder_attachment SELECT v.id, k.id FROM vfolders v, kernels k WHERE v.name LIKE 'extra-%' AND k.id = ANY($1::uuid[])`,
+      [[...s.expected.kept]],
+    );
+    const before = await readState(stores);
+    const expected = expectedAfter(before, s.cutoff);
+    expect(before.vfolderAttachments.length).toBeGreaterThan(8_000);
+
+    const r = await clearHistory(stores, { retention: RETENTION, now: NOW, batchSize: 200, targetStatementMs: 2 });
+    expect(r.kernelsDeleted).toBe(expected.doomed.size);
+    expect(r.largestBatch).toBe(50); // the slow start; later batches fit the 2 ms target
+    expect(r.batches).toBeGreaterThan(2 * Math.ceil(expected.doomed.size / 50));
+    await expectStoresMatch(stores, expected);
   });
 
   it('with AOF on it asks for BGREWRITEAOF; vacuum: false skips compaction and VACUUM', async () => {
@@ -189,6 +211,21 @@ describe('clearHistory', () => {
       await held.release();
     }
     expect(await checksums(stores)).toEqual(before);
+  });
+
+  it('names the database when it has no kernels table (exit code 3)', async () => {
+    await stores.pg.pool.query('DROP DATABASE IF EXISTS not_backend');
+    await stores.pg.pool.query('CREATE DATABASE not_backend');
+    const other = await openStores({ ...sb.config, db: { ...sb.config.db, name: 'not_backend' } });
+    try {
+      await expect(clearHistory(other, { retention: RETENTION })).rejects.toMatchObject({
+        code: 'config',
+        exitCode: 3,
+        message: expect.stringContaining('database "not_backend"'),
+      });
+    } finally {
+      await other.close();
+    }
   });
 
   it('rejects a bad retention or batch size as a usage error before touching the stores', async () => {
