@@ -35,12 +35,30 @@ mgr sandbox seed --dir "$SANDBOX_DIR" --kernels "$KERNELS" --images "$IMAGES"
 step "mgr status: release, stores, live nodes, pending upgrades"
 mgr -f "$TOML" status
 
-# ---------------------------------------------------------------------------------------------
-# LEAD: add the remaining demo steps here, each as: step "…"; mgr -f "$TOML" …
-#   - backup (before the upgrade)
-#   - upgrade 21.03 → 21.09 → 22.03, then mgr status again
-#   - push images to the sandbox registry + image rescan
-#   - clear-history
-# ---------------------------------------------------------------------------------------------
+step "back up PostgreSQL, etcd and Redis together (mgr upgrade takes one too; this shows the command)"
+mgr -f "$TOML" backup create --out "$SANDBOX_DIR/backups"
+mgr -f "$TOML" backup list "$SANDBOX_DIR/backups"
+
+step "the upgrade plan: every step and its exact SQL, nothing written"
+mgr -f "$TOML" upgrade plan | head -40
+
+step "upgrade 21.03 → 21.09 → 22.03 (pre-upgrade backup, maintenance mode, checkpoints)"
+mkdir -p "$SANDBOX_DIR/cron.d"  # stands in for /etc/cron.d
+mgr -f "$TOML" upgrade --yes --backup-dir "$SANDBOX_DIR/backups" --cron-file "$SANDBOX_DIR/cron.d/mgr-clear-history"
+
+step "mgr status after the upgrade"
+mgr -f "$TOML" status
+
+step "what the upgrade wrote into manager.toml (the lock backend) and cron"
+grep -n -B2 'distributed-lock' "$TOML" || true
+cat "$SANDBOX_DIR/cron.d/mgr-clear-history"
+
+step "push Backend.AI kernel images into the sandbox registry and rescan it"
+mgr sandbox push-images --dir "$SANDBOX_DIR"
+mgr -f "$TOML" image rescan sandbox
+
+step "clear-history -r 30d: what would go, then trim it"
+mgr -f "$TOML" clear-history -r 30d --dry-run
+mgr -f "$TOML" clear-history -r 30d
 
 step "done"

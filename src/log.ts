@@ -7,7 +7,7 @@ import { pino, destination, type Logger } from 'pino';
 export function createLogger(opts: { level?: string; destination?: number | string } = {}): Logger {
   return pino(
     {
-      level: opts.level ?? process.env.MGR_LOG_LEVEL ?? 'info',
+      level: opts.level ?? process.env.MGR_LOG_LEVEL ?? 'warn',
       base: undefined,
       redact: {
         paths: ['password', '*.password', '*.*.password', 'secret', '*.secret', 'secret_key', '*.secret_key'],

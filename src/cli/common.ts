@@ -16,6 +16,12 @@ export function globalOptions(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals() as GlobalOptions;
 }
 
+// `mgr … | head` closes stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.ok);
+  throw e;
+});
+
 /** Aborted on the first Ctrl-C/SIGTERM; work stops at the next safe point. A second Ctrl-C exits at once. */
 export const interrupt = new AbortController();
 let interrupts = 0;

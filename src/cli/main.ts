@@ -14,7 +14,7 @@ const program = new Command('mgr')
   .description('Upgrade and keep healthy a Backend.AI-style manager: PostgreSQL, etcd and Redis, 21.03 → 21.09 → 22.03.')
   .version('0.1.0')
   .option('-f, --config <path>', 'manager.toml (default: ./manager.toml, ~/.config/backend.ai/manager.toml, /etc/backend.ai/manager.toml)')
-  .option('--log-level <level>', 'log level on stderr: debug, info, warn, error (default: info, or $MGR_LOG_LEVEL)')
+  .option('--log-level <level>', 'structured (JSON) log level on stderr: debug, info, warn, error (default: warn, or $MGR_LOG_LEVEL)')
   .showHelpAfterError()
   .exitOverride();
 

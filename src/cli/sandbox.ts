@@ -167,6 +167,21 @@ export function registerSandbox(program: Command): void {
       }),
     );
 
+  sb.command('push-images')
+    .description('push a few Backend.AI kernel images (one multi-arch, one without the kernelspec label) into the sandbox registry, for `mgr image rescan sandbox`')
+    .addOption(dirOption())
+    .addOption(jsonOption())
+    .action(
+      action(async (flags: { dir: string; json?: boolean }) => {
+        const state = await readSandboxState(flags.dir);
+        if (!state.registryUrl) throw new MgrError('usage', `the sandbox in ${state.dir} has no registry`, { hint: 'start it with --with-registry' });
+        const { pushDemoImages } = await import('../sandbox/demo-images.js');
+        const report = await pushDemoImages(state.registryUrl);
+        if (flags.json) printJson({ ok: true, registry: state.registryUrl, ...report });
+        else for (const p of report.pushed) out(`pushed ${state.registryUrl}/${p.ref} (${p.architectures.join(', ')})`);
+      }),
+    );
+
   sb.command('status')
     .description('whether the sandbox in --dir is running: each server, its pid and port')
     .addOption(dirOption())

@@ -72,7 +72,7 @@ function printReport(r: UpgradeReport): void {
   out(`\nupgrade ${r.from.release} → ${r.to}: ${r.steps.length} steps in ${(r.durationMs / 1000).toFixed(1)} s`);
   if (r.backupPath) out(`pre-upgrade backup: ${r.backupPath}`);
   for (const s of r.steps) out(`  ${s.status.padEnd(12)} ${s.id}  ${s.summary}${s.durationMs ? ` (${s.durationMs} ms)` : ''}`);
-  const warnings = r.steps.flatMap((s) => s.warnings.map((w) => `${s.id}: ${w}`));
+  const warnings = r.steps.flatMap((s) => capped(s.warnings).map((w) => `${s.id}: ${w}`));
   if (warnings.length) {
     out('\nwarnings:');
     for (const w of warnings) out(`  ${w}`);
@@ -88,6 +88,13 @@ function printReport(r: UpgradeReport): void {
       }
     }
   }
+}
+
+/** A step may warn about thousands of entries; the terminal gets the first few and a count. */
+const MAX_WARNINGS_SHOWN = 5;
+function capped(warnings: string[]): string[] {
+  if (warnings.length <= MAX_WARNINGS_SHOWN) return warnings;
+  return [...warnings.slice(0, MAX_WARNINGS_SHOWN), `… and ${warnings.length - MAX_WARNINGS_SHOWN} more (all of them: --json, or \`mgr upgrade status --json\`)`];
 }
 
 function eventPrinter(json: boolean) {
@@ -113,7 +120,7 @@ function eventPrinter(json: boolean) {
         bar?.stop();
         bar = undefined;
         process.stderr.write(`  → ${e.report.status}${e.report.summary ? `: ${e.report.summary}` : ''}${e.report.error ? `: ${e.report.error}` : ''}\n`);
-        for (const w of e.report.warnings) process.stderr.write(`  WARNING: ${w}\n`);
+        for (const w of capped(e.report.warnings)) process.stderr.write(`  WARNING: ${w}\n`);
         break;
     }
   };
