@@ -6,7 +6,7 @@ import { MgrError, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { localConfigFromText, type LocalConfig } from '../config/manager-toml.js';
 import { runUpgrade, type StepReport, type UpgradeEvent } from '../engine/runner.js';
-import type { Progress, UpgradeOptions } from '../engine/types.js';
+import { defaultUpgradeOptions, type Progress, type UpgradeOptions } from '../engine/types.js';
 import { startSandbox, type Sandbox } from '../sandbox/index.js';
 import { EtcdStore, openStores, type Stores } from '../stores/index.js';
 import { createBackup } from './create.js';
@@ -203,18 +203,3 @@ async function pointRedisAtSandbox(sb: Sandbox): Promise<void> {
   }
 }
 
-/** `mgr upgrade`'s defaults, for flags the caller does not pass. */
-function defaultUpgradeOptions(): UpgradeOptions {
-  return {
-    lockBackend: 'etcd',
-    reinitializeImages: false,
-    background: false,
-    skipRedisAof: false,
-    noSchedule: true,
-    scheduleRetention: '30d',
-    scheduleAt: '0 4 * * *',
-    cronFile: undefined,
-    managerTomlPath: '',
-    mgrCommand: 'mgr',
-  };
-}

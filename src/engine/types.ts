@@ -48,6 +48,23 @@ export interface UpgradeOptions {
   mgrCommand: string;
 }
 
+/** `mgr upgrade`'s defaults for every flag; callers override what they pass. */
+export function defaultUpgradeOptions(overrides: Partial<UpgradeOptions> = {}): UpgradeOptions {
+  return {
+    lockBackend: 'etcd',
+    reinitializeImages: false,
+    background: false,
+    skipRedisAof: false,
+    noSchedule: false,
+    scheduleRetention: '30d',
+    scheduleAt: '0 4 * * *',
+    cronFile: undefined,
+    managerTomlPath: '',
+    mgrCommand: 'mgr',
+    ...overrides,
+  };
+}
+
 /** Per-step resumable state, stored in the checkpoint table. */
 export interface Checkpoint {
   get<T>(): Promise<T | undefined>;

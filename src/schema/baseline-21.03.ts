@@ -1,7 +1,7 @@
 /**
  * Backend.AI manager tables at alembic head 8679d0a7e22b (21.03.3–21.03.32, 21.09.0–21.09.2):
  * 20 tables plus `alembic_version`, column for column as backend-ai-schema.md §1 and the dump
- * test/fixtures/schema-dumps/21.03-8679d0a7e22b.sql have them. Declaration order of columns is
+ * drizzle/baseline/21.03-8679d0a7e22b.sql have them. Declaration order of columns is
  * the dump's attnum order, so a generated CREATE TABLE lays columns out the way Backend.AI does.
  *
  * Tables a later release changes (agents, kernels, keypairs, keypair_resource_policies,

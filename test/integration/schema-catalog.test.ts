@@ -124,7 +124,8 @@ describe('Backend.AI schema catalogs: drizzle model, pg_dump fixtures and the di
 
   beforeAll(async () => {
     sb = await startTestSandbox({ withRegistry: false });
-    catalogs.dump2103 = await loadDump('dump_2103', '21.03-8679d0a7e22b.sql');
+    // Backend.AI's 21.03 dump is the product's own baseline (the seeder builds from it).
+    catalogs.dump2103 = await loadDump('dump_2103', '../../../drizzle/baseline/21.03-8679d0a7e22b.sql');
     catalogs.dump2203 = await loadDump('dump_2203', '22.03-81c264528f20-upgraded.sql');
     catalogs.fresh2203 = await loadDump('fresh_2203', '22.03-fresh-create_all.sql');
   });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MgrError } from '../../src/errors.js';
 import { openEtcd, openPg, openStores, REDIS_DB, type Stores } from '../../src/stores/index.js';
 import { pgClientConfig } from '../../src/stores/pg.js';
-import { baselineSql, schemaAt518, seedInstallation, type SeedSummary } from '../../src/sandbox/seed.js';
+import { BASELINE_FILE, baselineSql, schemaAt518, seedInstallation, type SeedSummary } from '../../src/sandbox/seed.js';
 import { etcdImageKeys, generateSeedImages, type SeedImage } from '../../src/sandbox/seed-etcd-images.js';
 import { Rng } from '../../src/sandbox/seed-random.js';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
@@ -60,7 +60,7 @@ describe('seeded 21.03 installation on real stores', () => {
   });
 
   it('catalog equals Backend.AI’s own 8679d0a7e22b dump, with its alembic_version row', async () => {
-    const fixture = readFileSync('test/fixtures/schema-dumps/21.03-8679d0a7e22b.sql', 'utf8');
+    const fixture = readFileSync(BASELINE_FILE, 'utf8');
     const admin = new pg.Client({ ...pgClientConfig(sb.config.db), database: 'postgres' });
     await admin.connect();
     await admin.query('CREATE DATABASE fixture_8679');

@@ -11,23 +11,12 @@ import { readCatalog, diffCatalogs } from '../../src/schema/catalog.js';
 import { MgrError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { CONCURRENCY_KEY_PREFIX, NON_OCCUPYING_STATUSES } from '../../src/upgrades/keypair-concurrency.js';
-import type { UpgradeOptions } from '../../src/engine/types.js';
+import { defaultUpgradeOptions, type UpgradeOptions } from '../../src/engine/types.js';
 import path from 'node:path';
 
 /** Flags as `mgr upgrade --no-schedule` would pass them; the manager.toml edited is the sandbox's. */
 export function testUpgradeOptions(sb: TestSandbox): UpgradeOptions {
-  return {
-    lockBackend: 'etcd',
-    reinitializeImages: false,
-    background: false,
-    skipRedisAof: false,
-    noSchedule: true,
-    scheduleRetention: '30d',
-    scheduleAt: '0 4 * * *',
-    cronFile: path.join(sb.dir, 'cron.d-mgr-clear-history'),
-    managerTomlPath: sb.managerToml,
-    mgrCommand: 'mgr',
-  };
+  return defaultUpgradeOptions({ noSchedule: true, cronFile: path.join(sb.dir, 'cron.d-mgr-clear-history'), managerTomlPath: sb.managerToml });
 }
 
 function opts(sb: TestSandbox, extra: Partial<RunUpgradeOptions> = {}): RunUpgradeOptions {
