@@ -26,6 +26,7 @@ import {
 } from '../history/index.js';
 import {
   action,
+  cronFlag,
   dryRunOption,
   interrupt,
   jsonOption,
@@ -36,6 +37,7 @@ import {
   positiveInt,
   printJson,
   progressReporter,
+  retentionFlag,
   withStores,
 } from './common.js';
 
@@ -121,8 +123,8 @@ export function registerClearHistory(program: Command): void {
   schedule
     .command('install')
     .description(`write the cron file (default ${DEFAULT_CRON_FILE}, runs as root) or print a crontab line with --print`)
-    .option('-r, --retention <duration>', RETENTION_HELP, DEFAULT_SCHEDULE_RETENTION)
-    .option('--at <cron>', 'when: a five-field cron expression', DEFAULT_SCHEDULE_AT)
+    .option('-r, --retention <duration>', RETENTION_HELP, retentionFlag, DEFAULT_SCHEDULE_RETENTION)
+    .option('--at <cron>', 'when: a five-field cron expression', cronFlag({ seconds: false }), DEFAULT_SCHEDULE_AT)
     .addOption(new Option('--cron-file <path>', 'the /etc/cron.d-style file to write').default(DEFAULT_CRON_FILE).conflicts('print'))
     .option('--print', 'print the line for a user crontab (crontab -e) instead of writing a file')
     .option('--log-file <path>', "where the job's output is appended", DEFAULT_SCHEDULE_LOG)
@@ -198,8 +200,8 @@ export function registerClearHistory(program: Command): void {
   program
     .command('scheduler')
     .description('run clear-history on a cron expression in this process, for hosts without cron (containers); stops cleanly on SIGTERM/SIGINT')
-    .option('-r, --retention <duration>', RETENTION_HELP, DEFAULT_SCHEDULE_RETENTION)
-    .option('--at <cron>', 'when, in local time like cron: five fields, or six with seconds first', DEFAULT_SCHEDULE_AT)
+    .option('-r, --retention <duration>', RETENTION_HELP, retentionFlag, DEFAULT_SCHEDULE_RETENTION)
+    .option('--at <cron>', 'when, in local time like cron: five fields, or six with seconds first', cronFlag({ seconds: true }), DEFAULT_SCHEDULE_AT)
     .option('--batch-size <n>', 'the most kernels deleted per transaction', positiveInt('--batch-size'), DEFAULT_BATCH_SIZE)
     .option('--target-statement-ms <ms>', 'shrink batches so each DELETE statement takes about this long at most', positiveInt('--target-statement-ms'), DEFAULT_TARGET_STATEMENT_MS)
     .option('--pause-ms <ms>', 'pause between batches', nonNegativeNumber('--pause-ms'), DEFAULT_PAUSE_MS)

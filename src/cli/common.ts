@@ -5,6 +5,8 @@ import { loadLocalConfig, type LocalConfig } from '../config/manager-toml.js';
 import { openStores, type Stores } from '../stores/index.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Progress } from '../engine/types.js';
+import { cutoffFor, parseRetention } from '../history/retention.js';
+import { validateCronExpression } from '../history/schedule.js';
 
 /** Options every command inherits from the root program. */
 export interface GlobalOptions {
@@ -72,12 +74,24 @@ export function action<A extends unknown[]>(
     const cmd = args[args.length - 1] as Command;
     const json = Boolean((cmd.opts?.() as { json?: boolean } | undefined)?.json);
     try {
+      checkLogLevel(cmd);
       const code = await fn(...args);
       process.exitCode = code ?? EXIT.ok;
     } catch (e) {
       process.exitCode = reportError(e, json);
     }
   };
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** A bad --log-level (or $MGR_LOG_LEVEL) is a usage error before any work, not pino's exception later. */
+function checkLogLevel(cmd: Command): void {
+  const flag = globalOptions(cmd).logLevel;
+  const [where, level] = flag !== undefined ? ['--log-level', flag] : ['$MGR_LOG_LEVEL', process.env.MGR_LOG_LEVEL];
+  if (level !== undefined && !LOG_LEVELS.includes(level)) {
+    throw new MgrError('usage', `${where} must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(level)}`);
+  }
 }
 
 export function reportError(e: unknown, json: boolean): number {
@@ -148,6 +162,27 @@ export function nonNegativeNumber(name: string) {
     return n;
   };
 }
+
+/**
+ * A flag checked by a library validator at parse time: its usage error becomes commander's, which
+ * names the flag, and the run stops with exit 2 before any work (not at the step that uses it).
+ */
+export function checkedFlag(check: (v: string) => unknown) {
+  return (v: string): string => {
+    try {
+      check(v);
+    } catch (e) {
+      if (e instanceof MgrError && e.code === 'usage') throw new InvalidArgumentError(e.message);
+      throw e;
+    }
+    return v;
+  };
+}
+
+/** -r/--retention style flags: Backend.AI's grammar, and a cutoff that exists (not before the year 1). */
+export const retentionFlag = checkedFlag((v) => cutoffFor(parseRetention(v), new Date()));
+/** Cron-expression flags; `seconds: true` for the in-process scheduler's six-field form. */
+export const cronFlag = (opts: { seconds: boolean }) => checkedFlag((v) => validateCronExpression(v, opts));
 
 export const jsonOption = () => new Option('--json', 'print the result as JSON on stdout (for scripts)');
 export const dryRunOption = () => new Option('--dry-run', 'show what would change and write nothing');

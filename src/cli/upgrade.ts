@@ -7,7 +7,7 @@ import { enterMaintenance, leaveMaintenance } from '../maintenance/index.js';
 import { upgradeStatus } from '../engine/status.js';
 import type { UpgradeOptions } from '../engine/types.js';
 import { LOCK_BACKENDS } from '../config/manager-toml.js';
-import { action, dryRunOption, interrupt, jsonOption, loadConfig, logger, nonNegativeNumber, out, printJson, progressReporter, withStores } from './common.js';
+import { action, cronFlag, dryRunOption, interrupt, jsonOption, loadConfig, logger, nonNegativeNumber, out, printJson, progressReporter, retentionFlag, withStores } from './common.js';
 
 interface UpgradeFlags {
   to?: string;
@@ -130,6 +130,8 @@ export function registerUpgrade(program: Command): void {
   const upgrade = program
     .command('upgrade')
     .description('upgrade the installation to the newest release (21.03 → 21.09 → 22.03): checkpointed, resumable, with a backup first')
+    // `upgrade status --json` is status's --json, not upgrade's own (commander gives it to the parent otherwise)
+    .enablePositionalOptions()
     .addOption(new Option('--to <release>', 'stop at this release (e.g. 21.09); default: the newest'))
     .addOption(dryRunOption())
     .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
@@ -142,8 +144,8 @@ export function registerUpgrade(program: Command): void {
     .option('--background', 'leave the image migration to `mgr background-migrate run` workers instead of running it inline')
     .option('--skip-redis-aof', 'do not enable Redis AOF persistence (recorded as skipped; do it by hand)')
     .option('--no-schedule', 'do not install the daily clear-history cron entry')
-    .option('--schedule-retention <duration>', 'retention for the scheduled clear-history', '30d')
-    .option('--schedule-at <cron>', 'cron expression for the scheduled clear-history', '0 4 * * *')
+    .option('--schedule-retention <duration>', 'retention for the scheduled clear-history', retentionFlag, '30d')
+    .option('--schedule-at <cron>', 'cron expression for the scheduled clear-history', cronFlag({ seconds: false }), '0 4 * * *')
     .option('--cron-file <path>', 'cron file to write (default /etc/cron.d/mgr-clear-history)')
     .option('--wait-lock <seconds>', 'wait this long for another running upgrade (default 0: exit with code 6 at once)', nonNegativeNumber('--wait-lock'), 0)
     .action(

@@ -86,8 +86,11 @@ export interface LocalConfig {
   };
 }
 
-/** Backend.AI's environment overrides (the `# env:` comments of sample.toml). */
-function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, file: string): void {
+/**
+ * Backend.AI's environment overrides (the `# env:` comments of sample.toml). Returns which key
+ * each variable set, so a bad value is reported against the variable, not the file.
+ */
+function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Map<string, string> {
   const section = (k: string): Record<string, unknown> => {
     const s = raw[k];
     if (s && typeof s === 'object' && !Array.isArray(s)) return s as Record<string, unknown>;
@@ -100,15 +103,20 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, file: st
     if (!r.success) throw new ConfigError([{ source: `environment ${name}`, message: `expected "host:port", got ${JSON.stringify(v)}` }]);
     return r.data;
   };
-  if (env.BACKEND_NAMESPACE) section('etcd').namespace = env.BACKEND_NAMESPACE;
-  if (env.BACKEND_ETCD_ADDR) section('etcd').addr = hostPort('BACKEND_ETCD_ADDR', env.BACKEND_ETCD_ADDR);
-  if (env.BACKEND_ETCD_USER) section('etcd').user = env.BACKEND_ETCD_USER;
-  if (env.BACKEND_ETCD_PASSWORD) section('etcd').password = env.BACKEND_ETCD_PASSWORD;
-  if (env.BACKEND_DB_ADDR) section('db').addr = hostPort('BACKEND_DB_ADDR', env.BACKEND_DB_ADDR);
-  if (env.BACKEND_DB_NAME) section('db').name = env.BACKEND_DB_NAME;
-  if (env.BACKEND_DB_USER) section('db').user = env.BACKEND_DB_USER;
-  if (env.BACKEND_DB_PASSWORD) section('db').password = env.BACKEND_DB_PASSWORD;
-  void file;
+  const overridden = new Map<string, string>();
+  const set = (name: string, sectionName: string, key: string, value: unknown) => {
+    section(sectionName)[key] = value;
+    overridden.set(`${sectionName}.${key}`, name);
+  };
+  if (env.BACKEND_NAMESPACE) set('BACKEND_NAMESPACE', 'etcd', 'namespace', env.BACKEND_NAMESPACE);
+  if (env.BACKEND_ETCD_ADDR) set('BACKEND_ETCD_ADDR', 'etcd', 'addr', hostPort('BACKEND_ETCD_ADDR', env.BACKEND_ETCD_ADDR));
+  if (env.BACKEND_ETCD_USER) set('BACKEND_ETCD_USER', 'etcd', 'user', env.BACKEND_ETCD_USER);
+  if (env.BACKEND_ETCD_PASSWORD) set('BACKEND_ETCD_PASSWORD', 'etcd', 'password', env.BACKEND_ETCD_PASSWORD);
+  if (env.BACKEND_DB_ADDR) set('BACKEND_DB_ADDR', 'db', 'addr', hostPort('BACKEND_DB_ADDR', env.BACKEND_DB_ADDR));
+  if (env.BACKEND_DB_NAME) set('BACKEND_DB_NAME', 'db', 'name', env.BACKEND_DB_NAME);
+  if (env.BACKEND_DB_USER) set('BACKEND_DB_USER', 'db', 'user', env.BACKEND_DB_USER);
+  if (env.BACKEND_DB_PASSWORD) set('BACKEND_DB_PASSWORD', 'db', 'password', env.BACKEND_DB_PASSWORD);
+  return overridden;
 }
 
 /** Finds manager.toml: the -f path if given, else the first of the search path that exists. */
@@ -152,10 +160,20 @@ export function loadLocalConfig(explicitPath?: string, env: NodeJS.ProcessEnv = 
 
 export function localConfigFromText(text: string, file: string, env: NodeJS.ProcessEnv = {}): LocalConfig {
   const raw = parseManagerTomlText(text, file);
-  applyEnv(raw, env, file);
-  const c = parseOrThrow(managerTomlSchema, raw, file, {
-    hint: 'fix the keys above in manager.toml (see config/manager.sample.toml and README "Configuration")',
-  });
+  const overridden = applyEnv(raw, env);
+  let c: z.output<typeof managerTomlSchema>;
+  try {
+    c = parseOrThrow(managerTomlSchema, raw, file, {
+      hint: 'fix the keys above in manager.toml (see config/manager.sample.toml and README "Configuration")',
+    });
+  } catch (e) {
+    if (!(e instanceof ConfigError) || overridden.size === 0) throw e;
+    const fromEnv = (key: string | undefined) => [...overridden].find(([k]) => key === k || key?.startsWith(`${k}.`))?.[1];
+    throw new ConfigError(
+      e.problems.map((p) => (fromEnv(p.key) ? { ...p, source: `environment ${fromEnv(p.key)}` } : p)),
+      e.hint,
+    );
+  }
   return {
     path: file,
     etcd: { namespace: c.etcd.namespace, host: c.etcd.addr.host, port: c.etcd.addr.port, user: c.etcd.user, password: c.etcd.password },
