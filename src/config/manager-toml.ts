@@ -61,13 +61,13 @@ const managerTomlSchema = z
         'distributed-lock': distributedLock.optional(),
         'ipc-base-path': z.string().default('/tmp/backend.ai/manager/ipc'),
         'hide-agents': z.boolean().optional(),
-        'ssl-enabled': z.boolean().optional(),
+        'ssl-enabled': toBool.optional(), // trafaret ToBool in Backend.AI's config.py, like debug.enabled
         'event-loop': z.enum(['asyncio', 'uvloop']).optional(),
       })
       .passthrough()
       .default({ 'heartbeat-timeout': 5.0, 'ipc-base-path': '/tmp/backend.ai/manager/ipc' }),
     debug: z
-      .object({ enabled: z.boolean().default(false), 'periodic-sync-stats': toBool.optional() })
+      .object({ enabled: toBool.default(false), 'periodic-sync-stats': toBool.optional() })
       .passthrough()
       .optional(),
   })
