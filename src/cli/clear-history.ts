@@ -49,6 +49,7 @@ interface RunFlags {
   pauseMs: number;
   waitLock: number;
   vacuum: boolean;
+  replicaRole: boolean;
   json?: boolean;
 }
 
@@ -84,6 +85,10 @@ export function registerClearHistory(program: Command): void {
     .option('--pause-ms <ms>', 'pause between batches, for replicas and autovacuum', nonNegativeNumber('--pause-ms'), DEFAULT_PAUSE_MS)
     .option('--wait-lock <seconds>', 'wait this long for another run to release the lock (exit 6 after)', nonNegativeNumber('--wait-lock'), 0)
     .option('--no-vacuum', 'skip Redis compaction (BGREWRITEAOF/BGSAVE) and VACUUM (ANALYZE) after deleting')
+    .option(
+      '--no-replica-role',
+      "always fire Backend.AI's ON DELETE CASCADE triggers instead of deleting the dependent rows directly under session_replication_role = replica (slower: each kernel then scans vfolder_attachment)",
+    )
     .addOption(jsonOption())
     .addHelpText(
       'after',
@@ -104,6 +109,7 @@ export function registerClearHistory(program: Command): void {
               pauseMs: flags.pauseMs,
               waitLockMs: Math.round(flags.waitLock * 1000),
               vacuum: flags.vacuum,
+              replicaRole: flags.replicaRole,
               signal: interrupt.signal,
               onProgress: (p) => bar.update(p),
               log,
@@ -207,6 +213,7 @@ export function registerClearHistory(program: Command): void {
     .option('--pause-ms <ms>', 'pause between batches', nonNegativeNumber('--pause-ms'), DEFAULT_PAUSE_MS)
     .option('--wait-lock <seconds>', 'how long each run waits for a manual run to release the lock', nonNegativeNumber('--wait-lock'), SCHEDULE_WAIT_LOCK_SECONDS)
     .option('--no-vacuum', 'skip Redis compaction and VACUUM (ANALYZE) after each run')
+    .option('--no-replica-role', "always fire Backend.AI's ON DELETE CASCADE triggers (see clear-history --help)")
     .action(
       action(async (flags: Omit<RunFlags, 'dryRun' | 'json'> & { at: string }, cmd: Command) => {
         const config = loadConfig(cmd);
@@ -216,7 +223,7 @@ export function registerClearHistory(program: Command): void {
           openStores: () => openStores(config),
           signal: interrupt.signal,
           log: logger(cmd),
-          run: { batchSize: flags.batchSize, targetStatementMs: flags.targetStatementMs, pauseMs: flags.pauseMs, waitLockMs: Math.round(flags.waitLock * 1000), vacuum: flags.vacuum },
+          run: { batchSize: flags.batchSize, targetStatementMs: flags.targetStatementMs, pauseMs: flags.pauseMs, waitLockMs: Math.round(flags.waitLock * 1000), vacuum: flags.vacuum, replicaRole: flags.replicaRole },
         });
         return EXIT.ok;
       }),
@@ -234,6 +241,7 @@ function printReport(r: ClearHistoryReport): void {
         ? ` (at least ${r.batches} batches of ≤ ${r.batchSize})`
         : ` in ${r.batches} batches of ≤ ${r.batchSize} (longest statement ${r.longestStatementMs} ms, longest batch ${r.longestBatchMs} ms)`),
   );
+  out(`postgres: ${r.cascadeMode === 'explicit' ? 'cascade triggers skipped' : 'cascade triggers fire'}: ${r.cascadeModeReason}`);
   out(
     r.dryRun
       ? `redis: would unlink ${r.redisKeysDeleted} stat keys (the ones that exist, DB 0)`

@@ -15,6 +15,7 @@ export {
   type ClearHistoryOptions,
   type ClearHistoryReport,
   type CompactionCommand,
+  type CascadeMode,
 } from './purge.js';
 export {
   clearHistoryScheduleStep,

@@ -48,6 +48,12 @@ export interface ClearHistoryOptions {
   dryRun?: boolean;
   /** Redis compaction and VACUUM (ANALYZE) after deleting (default true). */
   vacuum?: boolean;
+  /**
+   * Delete the dependent rows with session_replication_role = replica, so Backend.AI's cascade
+   * triggers do not run once per kernel, when the role may set it and the catalog allows it
+   * (see chooseCascadeMode). Default true; false always fires the triggers.
+   */
+  replicaRole?: boolean;
   /** How long to wait for another run's lock (default 0: try once). */
   waitLockMs?: number;
   /** Aborting stops after the current batch; the report says interrupted. */
@@ -57,6 +63,7 @@ export interface ClearHistoryOptions {
 }
 
 export type CompactionCommand = 'BGREWRITEAOF' | 'BGSAVE';
+export type CascadeMode = 'explicit' | 'triggers';
 
 export interface ClearHistoryReport {
   dryRun: boolean;
@@ -69,6 +76,13 @@ export interface ClearHistoryReport {
   dependentRows: Record<(typeof DEPENDENT_TABLES)[number], number>;
   /** Sum of UNLINK replies in Redis DB 0 (dry run: stat keys that exist for those kernels). */
   redisKeysDeleted: number;
+  /**
+   * explicit: the batches delete the dependent rows themselves and skip the per-kernel cascade
+   * triggers (session_replication_role = replica); triggers: the cascade triggers fire as usual.
+   */
+  cascadeMode: CascadeMode;
+  /** Why that mode was chosen. */
+  cascadeModeReason: string;
   /** Batches committed (dry run: the fewest it could take, at the full batch size). */
   batches: number;
   batchSize: number;
@@ -128,7 +142,8 @@ function pageQuery(cutoff: string, limit: number, after: BatchRow | undefined, f
  * Crash-safe order, per batch, in one PostgreSQL transaction:
  *   1. SELECT the batch's kernels FOR UPDATE SKIP LOCKED (keyset by terminated_at, id);
  *   2. DELETE their session_dependencies and vfolder_attachment rows (what ON DELETE CASCADE
- *      would remove, deleted explicitly so they can be counted) and then the kernel rows;
+ *      would remove, deleted explicitly so they can be counted) and then the kernel rows, with
+ *      the per-kernel cascade triggers skipped when that provably changes nothing (chooseCascadeMode);
  *   3. UNLINK the kernels' stat keys in Redis DB 0;
  *   4. COMMIT.
  * A crash before COMMIT rolls the rows back while their keys may be gone: the next run finds the
@@ -153,6 +168,8 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
     kernelsDeleted: 0,
     dependentRows: { session_dependencies: 0, vfolder_attachment: 0 },
     redisKeysDeleted: 0,
+    cascadeMode: 'triggers',
+    cascadeModeReason: '',
     batches: 0,
     batchSize,
     targetStatementMs,
@@ -172,6 +189,7 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
   await refuseDuringMaintenance(stores.etcd, 'clear-history');
   await requireTables(stores);
   if (opts.dryRun) {
+    Object.assign(report, await chooseCascadeMode(stores, opts.replicaRole ?? true));
     await countWouldDelete(stores, report, opts.signal);
     report.durationMs = Math.round(performance.now() - started);
     return report;
@@ -180,9 +198,10 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
   const locks = lockBackendFor(stores, undefined, { log });
   const held = await locks.acquire({ name: LOCK_NAME, waitMs: opts.waitLockMs ?? 0, purpose: 'clear-history', signal: opts.signal });
   try {
-    log.info({ cutoff, retention: retention.text, batchSize, lock: locks.kind }, 'clear-history: started');
+    log.info({ cutoff, retention: retention.text, batchSize, targetStatementMs, lock: locks.kind }, 'clear-history: started');
     // The upgrade may have entered maintenance while this run waited for the lock.
     await refuseDuringMaintenance(stores.etcd, 'clear-history');
+    Object.assign(report, await chooseCascadeMode(stores, opts.replicaRole ?? true));
     const total = await countTotal(stores, cutoff);
     opts.onProgress?.({ done: 0, total: total.kernels, unit: 'kernels' });
     await deleteInBatches(stores, report, { ...opts, batchSize, total: total.kernels, held, log });
@@ -252,6 +271,54 @@ async function requireTables(stores: Stores): Promise<void> {
   }
 }
 
+/** The foreign keys that reference kernels in Backend.AI 21.03–22.03, all ON DELETE CASCADE. */
+const KERNEL_REFERENCES = ['session_dependencies.depends_on', 'session_dependencies.session_id', 'vfolder_attachment.kernel'];
+
+/**
+ * Whether batches may skip the cascade triggers. Each deleted kernel fires them once, and the one
+ * on vfolder_attachment scans that whole table (it has no index on `kernel`): on a large
+ * installation that is most of the cost of a delete. The batches delete the dependent rows
+ * themselves while holding FOR UPDATE on the kernels (a concurrent insert of a dependent row
+ * waits on that lock and then fails its foreign-key check), so the triggers would find nothing.
+ * Skipping them is only done when it provably changes nothing:
+ *  - the foreign keys that reference kernels are exactly Backend.AI's three, all CASCADE;
+ *  - kernels and the two dependent tables have no triggers or rules of their own (replica mode
+ *    would skip those too);
+ *  - this role may set session_replication_role (superuser, or GRANT SET on PostgreSQL 15+).
+ */
+async function chooseCascadeMode(stores: Stores, allowed: boolean): Promise<{ cascadeMode: CascadeMode; cascadeModeReason: string }> {
+  const triggers = (reason: string) => ({ cascadeMode: 'triggers' as const, cascadeModeReason: reason });
+  if (!allowed) return triggers('session_replication_role not used (disabled by option)');
+  return stores.pg.withClient(async (c) => {
+    const fks = await c.query<{ ref: string; cascade: boolean }>(
+      `SELECT c.conrelid::regclass::text || '.' || a.attname AS ref, c.confdeltype = 'c' AS cascade
+         FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+        WHERE c.contype = 'f' AND c.confrelid = 'public.kernels'::regclass ORDER BY 1`,
+    );
+    const refs = fks.rows.map((r) => r.ref);
+    if (refs.join() !== KERNEL_REFERENCES.join() || !fks.rows.every((r) => r.cascade)) {
+      return triggers(`foreign keys referencing kernels are not Backend.AI's (${refs.join(', ') || 'none'})`);
+    }
+    const own = await c.query<{ what: string }>(
+      `SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text AS what FROM pg_trigger
+        WHERE NOT tgisinternal AND tgrelid = ANY (ARRAY['public.kernels', 'public.session_dependencies', 'public.vfolder_attachment']::regclass[])
+       UNION ALL
+       SELECT 'rule ' || rulename || ' on ' || ev_class::regclass::text FROM pg_rewrite
+        WHERE rulename <> '_RETURN' AND ev_class = ANY (ARRAY['public.kernels', 'public.session_dependencies', 'public.vfolder_attachment']::regclass[])`,
+    );
+    if (own.rows.length) return triggers(`${own.rows.map((r) => r.what).join(', ')} must fire`);
+    await c.query('BEGIN');
+    try {
+      await c.query('SET LOCAL session_replication_role = replica');
+      return { cascadeMode: 'explicit' as const, cascadeModeReason: 'dependent rows deleted by the batches; cascade triggers skipped (session_replication_role = replica)' };
+    } catch (e) {
+      return triggers(`this role may not set session_replication_role (${errorMessage(e)})`);
+    } finally {
+      await c.query('ROLLBACK');
+    }
+  });
+}
+
 /** Slow start: double while the statements stay under the target, shrink to what the target allows once they do not. */
 export function nextBatchSize(current: number, msPerKernel: number, max: number, targetMs: number): number {
   const fits = msPerKernel > 0 ? Math.floor(targetMs / msPerKernel) : max;
@@ -287,6 +354,7 @@ async function runBatch(
   await c.query('BEGIN');
   try {
     await c.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
+    if (report.cascadeMode === 'explicit') await c.query('SET LOCAL session_replication_role = replica');
     const slowest = { ms: 0 };
     const sel = await timed(report, slowest, () => c.query<BatchRow>(sql, params));
     if (sel.rows.length === 0) {

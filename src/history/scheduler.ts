@@ -16,7 +16,7 @@ export interface SchedulerOptions {
   signal: AbortSignal;
   log: Logger;
   /** Passed through to every run (batch size, pause, vacuum, lock wait). */
-  run?: Pick<ClearHistoryOptions, 'batchSize' | 'targetStatementMs' | 'pauseMs' | 'vacuum' | 'waitLockMs'>;
+  run?: Pick<ClearHistoryOptions, 'batchSize' | 'targetStatementMs' | 'pauseMs' | 'vacuum' | 'waitLockMs' | 'replicaRole'>;
   /** Called after each run with its report or its error. */
   onRun?: (r: { report?: ClearHistoryReport; error?: unknown }) => void;
 }

@@ -44,6 +44,7 @@ describe('clearHistory', () => {
       newestTerminatedAt: terminated.at(-1),
       compaction: null,
       vacuumed: [],
+      cascadeMode: 'explicit',
     } satisfies Partial<ClearHistoryReport>);
     expect(r.redisKeysDeleted).toBeLessThan(r.kernelsDeleted); // some doomed kernels have no key: counted, not assumed
     expect(await checksums(stores)).toEqual(before);
@@ -60,6 +61,9 @@ describe('clearHistory', () => {
     expect(r.dependentRows.vfolder_attachment).toBeGreaterThanOrEqual(3);
     expect(r.batches).toBe(Math.ceil(s.expected.doomed.size / 10));
     expect(r.largestBatch).toBe(10);
+    // The sandbox connects as a superuser and the catalog is Backend.AI's: dependent rows are
+    // deleted by the batches and the per-kernel cascade triggers are skipped.
+    expect(r.cascadeMode).toBe('explicit');
     await expectStoresMatch(stores, s.expected);
 
     const after = await readState(stores);
@@ -104,11 +108,54 @@ describe('clearHistory', () => {
     const expected = expectedAfter(before, s.cutoff);
     expect(before.vfolderAttachments.length).toBeGreaterThan(8_000);
 
-    const r = await clearHistory(stores, { retention: RETENTION, now: NOW, batchSize: 200, targetStatementMs: 2 });
+    // With the cascade triggers firing: with them skipped, deleting a kernel no longer scans vfolder_attachment.
+    const r = await clearHistory(stores, { retention: RETENTION, now: NOW, batchSize: 200, targetStatementMs: 2, replicaRole: false });
+    expect(r.cascadeMode).toBe('triggers');
     expect(r.kernelsDeleted).toBe(expected.doomed.size);
     expect(r.largestBatch).toBe(50); // the slow start; later batches fit the 2 ms target
     expect(r.batches).toBeGreaterThan(2 * Math.ceil(expected.doomed.size / 50));
     await expectStoresMatch(stores, expected);
+  });
+
+  it('fires the cascade triggers for a role that may not set session_replication_role, with the same result', async () => {
+    const s = await seed();
+    await stores.pg.pool.query(`DROP ROLE IF EXISTS mgr_limited; CREATE ROLE mgr_limited LOGIN PASSWORD 'limited-secret'`);
+    await stores.pg.pool.query(`GRANT USAGE ON SCHEMA public TO mgr_limited; GRANT ALL ON ALL TABLES IN SCHEMA public TO mgr_limited; GRANT CONNECT ON DATABASE ${sb.config.db.name} TO mgr_limited`);
+    const limited = await openStores({ ...sb.config, db: { ...sb.config.db, user: 'mgr_limited', password: 'limited-secret' } });
+    try {
+      const r = await clearHistory(limited, { retention: RETENTION, now: NOW, batchSize: 100 });
+      expect(r.cascadeMode).toBe('triggers');
+      expect(r.cascadeModeReason).toContain('may not set session_replication_role');
+      expect(r.kernelsDeleted).toBe(s.expected.doomed.size);
+      expect(r.dependentRows).toEqual(s.expected.dependentRows);
+      await expectStoresMatch(stores, s.expected);
+    } finally {
+      await limited.close();
+      await stores.pg.pool.query(`REASSIGN OWNED BY mgr_limited TO postgres; DROP OWNED BY mgr_limited; DROP ROLE mgr_limited`);
+    }
+  });
+
+  it("never skips the operator's own triggers or foreign keys on kernels: they fire for every deleted kernel", async () => {
+    const s = await seed();
+    await stores.pg.pool.query(`
+      CREATE TABLE kernel_audit (kernel uuid);
+      CREATE FUNCTION audit_kernel_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO kernel_audit VALUES (OLD.id); RETURN OLD; END $$;
+      CREATE TRIGGER kernels_audit AFTER DELETE ON kernels FOR EACH ROW EXECUTE FUNCTION audit_kernel_delete();`);
+    const r = await clearHistory(stores, { retention: RETENTION, now: NOW, batchSize: 100 });
+    expect(r.cascadeMode).toBe('triggers');
+    expect(r.cascadeModeReason).toContain('trigger kernels_audit on kernels');
+    const audited = await stores.pg.pool.query<{ kernel: string }>('SELECT kernel::text AS kernel FROM kernel_audit');
+    expect(new Set(audited.rows.map((x) => x.kernel))).toEqual(s.expected.doomed);
+    await expectStoresMatch(stores, s.expected);
+
+    const t = await seed(200);
+    await stores.pg.pool.query(`CREATE TABLE kernel_notes (kernel uuid REFERENCES kernels (id) ON DELETE CASCADE, note text)`);
+    await stores.pg.pool.query(`INSERT INTO kernel_notes SELECT unnest($1::uuid[]), 'note'`, [[...t.expected.doomed]]);
+    const dry = await clearHistory(stores, { retention: RETENTION, now: NOW, dryRun: true });
+    expect(dry.cascadeMode).toBe('triggers');
+    expect(dry.cascadeModeReason).toContain('kernel_notes.kernel');
+    await clearHistory(stores, { retention: RETENTION, now: NOW });
+    expect((await stores.pg.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM kernel_notes')).rows[0]!.n).toBe(0);
   });
 
   it('with AOF on it asks for BGREWRITEAOF; vacuum: false skips compaction and VACUUM', async () => {
