@@ -57,9 +57,14 @@ export async function runScheduler(opts: SchedulerOptions): Promise<SchedulerSum
         await stores.close();
       }
     } catch (e) {
+      if (signal.aborted) {
+        // Stopped while waiting for the lock or opening the stores: nothing was deleted, nothing failed.
+        log.info({ event: 'clear-history.run.stopped', run, err: errorMessage(e) }, 'scheduled clear-history run stopped before it began');
+        return;
+      }
       summary.failures++;
       const code = isMgrError(e) ? e.code : 'internal';
-      // Another run holding the lock is an expected outcome of overlapping schedules, not a failure to shout about.
+      // Another run holding the lock, or maintenance, is an expected outcome, not a failure to shout about.
       const level = code === 'lockBusy' || code === 'refused' ? 'warn' : 'error';
       log[level]({ event: 'clear-history.run.failed', run, code, durationMs: Date.now() - started, err: errorMessage(e) }, 'scheduled clear-history run failed');
       opts.onRun?.({ error: e });

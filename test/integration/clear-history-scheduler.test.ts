@@ -26,7 +26,7 @@ let dir: string;
 beforeAll(async () => {
   sb = await startTestSandbox();
   stores = await sb.openStores();
-  dir = await mkdtemp(path.join(os.tmpdir(), 'mgr-test-cron-'));
+  dir = await mkdtemp(path.join(os.tmpdir(), 'mgr-cron-test-'));
 });
 
 afterAll(async () => {
@@ -102,6 +102,26 @@ describe('runScheduler', () => {
     for (const r of reports2.slice(1)) expect(r.kernelsDeleted).toBe(0);
     expect(fast.events().filter((e) => e === 'clear-history.run.done')).toHaveLength(summary2.runs);
     await expectStoresMatch(stores, s.expected);
+  });
+
+  it('a run waiting for a lock held elsewhere stops at once when the scheduler stops, without counting a failure', async () => {
+    await seed(100);
+    const held = await lockBackendFor(stores).acquire({ name: LOCK_NAME, waitMs: 0, purpose: 'manual clear-history' });
+    try {
+      const { log, events } = capturedLogger();
+      const ac = new AbortController();
+      const done = runScheduler({ at: EVERY_SECOND, retention: RETENTION, openStores: () => sb.openStores(), signal: ac.signal, log, run: { waitLockMs: 600_000 } });
+      await sleep(2_500);
+      const t = Date.now();
+      ac.abort();
+      const summary = await done;
+      expect(Date.now() - t).toBeLessThan(2_000);
+      expect(summary).toMatchObject({ runs: 1, failures: 0, kernelsDeleted: 0 });
+      expect(summary.skipped).toBeGreaterThanOrEqual(1); // the ticks while it waited
+      expect(events()).toContain('clear-history.run.stopped');
+    } finally {
+      await held.release();
+    }
   });
 
   it('refuses a bad expression or retention before starting', async () => {
