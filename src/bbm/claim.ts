@@ -1,3 +1,4 @@
+import os from 'node:os';
 import type pg from 'pg';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -80,7 +81,7 @@ export async function claimNextJob(
     if (m.maxValue !== null && after !== m.maxValue) {
       let range;
       try {
-        range = await def.nextBatch(ctx, after, m.batchSize);
+        range = await def.nextBatch({ ...ctx, client: c }, after, m.batchSize);
       } catch (e) {
         if (!(e instanceof BackgroundMigrationFailure)) throw e;
         return { kind: 'stop', status: 'failed', migration: await failMigration(c, m, e.failureCode, e.message) };
@@ -97,17 +98,23 @@ export async function claimNextJob(
       }
     }
 
-    // 2. A retry: a failed batch with attempts left, or one whose worker stopped heart-beating.
+    // 2. A retry: a failed batch with attempts left, or one whose worker stopped heart-beating
+    // (or is a process of this host that no longer exists: no need to wait out its lease).
+    const inFlight = await c.query<{ worker: string }>(
+      `SELECT DISTINCT worker FROM mgr.batched_background_migration_jobs WHERE migration_id = $1 AND status = 1`,
+      [m.id],
+    );
+    const goneHere = inFlight.rows.map((r) => r.worker).filter(isGoneLocalWorker);
     const retry = await c.query<JobDbRow>(
       `UPDATE mgr.batched_background_migration_jobs SET status = 1, attempts = attempts + 1, worker = $2, claimed_at = now(), heartbeat_at = now()
        WHERE id = (
          SELECT id FROM mgr.batched_background_migration_jobs
          WHERE migration_id = $1 AND (
            (status = 3 AND attempts < $3) OR
-           (status = 1 AND heartbeat_at < now() - make_interval(secs => $4::float8 / 1000)))
+           (status = 1 AND (heartbeat_at < now() - make_interval(secs => $4::float8 / 1000) OR worker = ANY ($5::text[]))))
          ORDER BY id LIMIT 1)
        RETURNING id, kind, min_value, max_value, attempts, worker`,
-      [m.id, worker, m.maxAttempts, opts.staleAfterMs],
+      [m.id, worker, m.maxAttempts, opts.staleAfterMs, goneHere],
     );
     if (retry.rows[0]) {
       const job = toJob(retry.rows[0]);
@@ -172,6 +179,21 @@ async function lastJobError(c: pg.ClientBase, migrationId: number): Promise<stri
   );
   const j = r.rows[0];
   return j ? `batch ${j.id} [${j.min_value ?? ''} .. ${j.max_value ?? ''}] failed ${j.attempts} times: ${j.error ?? 'unknown error'}` : 'a batch failed';
+}
+
+/**
+ * A worker name (`host:pid` or `host:pid/n`, see worker.ts) of a process on this host that has
+ * exited (killed, or failed when a store went away). A reused pid only means waiting for the lease.
+ */
+function isGoneLocalWorker(worker: string): boolean {
+  const m = /^(.*):(\d+)(?:\/\d+)?$/.exec(worker);
+  if (!m || m[1] !== os.hostname()) return false;
+  try {
+    process.kill(Number(m[2]), 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 /** Keeps the claim fresh; false when the job is no longer this worker's attempt (reclaimed as stale). */

@@ -1,6 +1,5 @@
 import type pg from 'pg';
-import { PG_ERROR, pgErrorCode } from '../stores/pg.js';
-import { BackgroundMigrationFailure, FAILURE_CODE, type BackgroundMigrationDefinition, type BbmContext, type BatchRange } from './types.js';
+import { BackgroundMigrationFailure, FAILURE_CODE, type BackgroundMigrationDefinition, type BbmContext, type BatchRange, type ClaimContext } from './types.js';
 
 /**
  * Keyset batching over one column of a PostgreSQL table: the next batch ends at the value
@@ -47,26 +46,19 @@ export async function pgKeysetBounds(client: pg.ClientBase, tableName: string, c
   return { minValue: r.rows[0]?.lo ?? null, maxValue: r.rows[0]?.hi ?? null };
 }
 
-async function nextKeysetBatch(ctx: BbmContext, after: string | undefined, size: number): Promise<BatchRange | undefined> {
+async function nextKeysetBatch(ctx: ClaimContext, after: string | undefined, size: number): Promise<BatchRange | undefined> {
   const m = ctx.migration;
-  return ctx.stores.pg.withClient(async (client) => {
-    const k = await keysetTarget(client, m.tableName, m.columnName);
-    const lower = after === undefined ? '>=' : '>';
-    try {
-      // The text casts get their own names: ORDER BY a bare output name would sort text ("10" < "8").
-      const r = await client.query<{ lo: string | null; hi: string | null }>(
-        `WITH s AS (SELECT ${k.column} AS v FROM ${k.table} WHERE ${k.column} ${lower} $1::${k.type} AND ${k.column} <= $2::${k.type}
-                    ORDER BY ${k.column} LIMIT $3)
-         SELECT (SELECT s.v::text AS lo FROM s ORDER BY s.v LIMIT 1) AS lo, (SELECT s.v::text AS hi FROM s ORDER BY s.v DESC LIMIT 1) AS hi`,
-        [after ?? m.minValue, m.maxValue, size],
-      );
-      const row = r.rows[0];
-      return row?.lo != null && row.hi != null ? { min: row.lo, max: row.hi } : undefined;
-    } catch (e) {
-      if (pgErrorCode(e) === PG_ERROR.undefinedTable) throw new BackgroundMigrationFailure(FAILURE_CODE.invalidTable, String(e));
-      throw e;
-    }
-  });
+  const k = await keysetTarget(ctx.client, m.tableName, m.columnName);
+  const lower = after === undefined ? '>=' : '>';
+  // The text casts get their own names: ORDER BY a bare output name would sort text ("10" < "8").
+  const r = await ctx.client.query<{ lo: string | null; hi: string | null }>(
+    `WITH s AS (SELECT ${k.column} AS v FROM ${k.table} WHERE ${k.column} ${lower} $1::${k.type} AND ${k.column} <= $2::${k.type}
+                ORDER BY ${k.column} LIMIT $3)
+     SELECT (SELECT s.v::text AS lo FROM s ORDER BY s.v LIMIT 1) AS lo, (SELECT s.v::text AS hi FROM s ORDER BY s.v DESC LIMIT 1) AS hi`,
+    [after ?? m.minValue, m.maxValue, size],
+  );
+  const row = r.rows[0];
+  return row?.lo != null && row.hi != null ? { min: row.lo, max: row.hi } : undefined;
 }
 
 async function countKeysetRows(ctx: BbmContext): Promise<number> {

@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { Stores } from '../stores/index.js';
 
@@ -69,6 +70,15 @@ export interface BbmContext {
   log: Logger;
 }
 
+/**
+ * What nextBatch gets: the claim's own connection, inside the transaction that holds the
+ * migration row. Queries must use it, not the pool: claimers blocked on that row each hold a
+ * pooled connection, so asking the pool for another could wait forever.
+ */
+export interface ClaimContext extends BbmContext {
+  client: pg.ClientBase;
+}
+
 /** A migration's own summary once finished: counts and lines for the operator. */
 export interface MigrationReport {
   counts: Record<string, number>;
@@ -88,7 +98,7 @@ export interface BackgroundMigrationDefinition {
    * long and clamped to max_value; undefined when nothing is left. Called when the batch is
    * claimed, so a changed batch size applies to the next batch.
    */
-  nextBatch(ctx: BbmContext, after: string | undefined, size: number): Promise<BatchRange | undefined>;
+  nextBatch(ctx: ClaimContext, after: string | undefined, size: number): Promise<BatchRange | undefined>;
   work(ctx: BbmContext, batch: BatchRange): Promise<WorkResult>;
   /** Items in the migration's range, for progress (called when enqueued without a total). */
   estimateTotal(ctx: BbmContext): Promise<number>;

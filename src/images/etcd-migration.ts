@@ -19,6 +19,7 @@ import {
   type BackgroundMigrationDefinition,
   type BatchRange,
   type BbmContext,
+  type ClaimContext,
   type MigrationReport,
   type MigrationRow,
   type WorkResult,
@@ -183,13 +184,14 @@ function revisionOf(m: MigrationRow): string {
 // the batch: N whole tags
 
 /** The next batch: `size` tags after `after`, extended to where no tag's keys continue. */
-async function nextImageBatch(ctx: BbmContext, after: string | undefined, size: number): Promise<BatchRange | undefined> {
+async function nextImageBatch(ctx: ClaimContext, after: string | undefined, size: number): Promise<BatchRange | undefined> {
   const m = ctx.migration;
-  const fences = await ctx.stores.pg.withClient(async (c) =>
-    (
-      await c.query<{ key: string }>('SELECT key FROM mgr.etcd_range_fences WHERE migration_name = $1 AND key > $2 ORDER BY key LIMIT 100', [m.name, after ?? ''])
-    ).rows.map((r) => r.key),
-  );
+  const fences = (
+    await ctx.client.query<{ key: string }>('SELECT key FROM mgr.etcd_range_fences WHERE migration_name = $1 AND key > $2 ORDER BY key LIMIT 100', [
+      m.name,
+      after ?? '',
+    ])
+  ).rows.map((r) => r.key);
   return takeTagBatch(fencedPages(ctx.stores.etcd, after, [...fences, m.maxValue! + '\0'], revisionOf(m), Math.min(PAGE_KEYS, size * 12)), size);
 }
 
@@ -424,12 +426,15 @@ export async function imageMigrationCounts(client: pg.ClientBase, m: MigrationRo
   return { counts, mismatches };
 }
 
+/** How a failed integrity check starts in failure_error: the migration fails instead of finishing. */
+const INTEGRITY_FAILURE = 'integrity check failed';
+
 async function finalizeImages(ctx: BbmContext): Promise<WorkResult> {
   const result = await migrateAliases(ctx);
   // The final job's own counts are not recorded yet: check the batches' side here.
   // The final job's own row is not finished yet, so this checks the batches' side only.
   const { mismatches } = await ctx.stores.pg.withClient((c) => imageMigrationCounts(c, ctx.migration));
-  if (mismatches.length) throw new BackgroundMigrationFailure(FAILURE_CODE.unknown, `integrity check failed: ${mismatches.join('; ')}`);
+  if (mismatches.length) throw new BackgroundMigrationFailure(FAILURE_CODE.unknown, `${INTEGRITY_FAILURE}: ${mismatches.join('; ')}`);
   return result;
 }
 
@@ -567,6 +572,8 @@ export function imagesFromEtcdStep(): Step {
         log: ctx.log,
         onProgress: (e) => ctx.progress({ done: e.rowsDone, total: e.total ?? undefined, unit: 'tags', message: e.kind === 'final' ? 'aliases' : '' }),
       });
+      const failure = summary.migrations[0]?.failureError;
+      if (failure?.startsWith(INTEGRITY_FAILURE)) throw new MgrError('integrity', `image migration ${IMAGES_FROM_ETCD}: ${failure}`, { hint: 'inspect mgr.batched_background_migration_jobs and mgr.image_quarantine' });
       const error = unfinishedError(summary, command);
       if (error) throw error;
       const report = summary.migrations[0]!.report!;

@@ -323,4 +323,29 @@ describe('images_from_etcd (real etcd and PostgreSQL)', () => {
     await imagesFromEtcdStep().apply(inline);
     expect((await sql('SELECT count(*)::int AS n FROM images')).rows[0].n).toBe(goodTags());
   });
+
+  it('the integrity check: a count that does not add up fails the migration instead of finishing it (exit code 9 from the step)', async () => {
+    // after the fact: evidence removed from the quarantine table
+    await sql(`DELETE FROM mgr.image_quarantine WHERE key = $1`, [`${PY}/bad-json`]);
+    const verified = await imagesFromEtcdStep()
+      .verify(ctx())
+      .catch((e: unknown) => e);
+    expect(verified).toBeInstanceOf(MgrError);
+    expect((verified as MgrError).code).toBe('integrity');
+    expect((verified as MgrError).message).toMatch(/written and \d+ quarantined/);
+
+    // during the run: etcd's tag count (taken at enqueue) one more than the batches can find
+    await reset();
+    await imagesFromEtcdStep().apply(ctx({ background: true }));
+    await sql('UPDATE mgr.batched_background_migrations SET total_tuple_count = total_tuple_count + 1');
+    const failed = await imagesFromEtcdStep()
+      .apply(ctx())
+      .catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(MgrError);
+    expect((failed as MgrError).code).toBe('integrity');
+    expect((failed as MgrError).exitCode).toBe(9);
+    const m = await stores.pg.withClient((c) => getMigration(c, IMAGES_FROM_ETCD));
+    expect(m.status).toBe(3);
+    expect(m.failureError).toMatch(/^integrity check failed: etcd has \d+ tags/);
+  });
 });
