@@ -190,7 +190,10 @@ export function imageRowFromEtcd(
   let accels: string | undefined;
   for (const [sub, value] of entry.values) {
     if (sub === '' || sub === 'size_bytes') continue;
-    if (sub === 'accels' || sub === 'accelerators') accels ??= value;
+    if (sub === 'accels' || sub === 'accelerators') {
+      if (value.includes('\u0000')) problems.push({ code: QUARANTINE_REASON.labelInvalid, message: `${sub} has a NUL character in its value` });
+      else accels ??= value;
+    }
     else if (sub === 'labels') Object.assign(labels, labelsFromJson(value, problems));
     else if (sub.startsWith('labels/')) {
       const key = sub.slice('labels/'.length);

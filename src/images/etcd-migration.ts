@@ -1,10 +1,8 @@
 import type pg from 'pg';
 import { MgrError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { silentLogger } from '../log.js';
+import { silentLogger, type Logger } from '../log.js';
 import type { Stores } from '../stores/index.js';
-import type { EtcdKV, EtcdStore } from '../stores/etcd.js';
-import { unquote, quote } from '../stores/etcd.js';
+import { quote, unquote, type EtcdKV, type EtcdStore } from '../stores/etcd.js';
 import type { Change, Step, StepContext } from '../engine/types.js';
 import {
   BackgroundMigrationFailure,
@@ -183,7 +181,11 @@ function revisionOf(m: MigrationRow): string {
 // ---------------------------------------------------------------------------------------------
 // the batch: N whole tags
 
-/** The next batch: `size` tags after `after`, extended to where no tag's keys continue. */
+/**
+ * The next batch: `size` tags after `after`, extended to where no tag's keys continue. Reads
+ * keys only, segment by segment up to the next fences (100 fences cover 200,000 keys; a batch
+ * larger than that reads its last segment to the end of the range).
+ */
 async function nextImageBatch(ctx: ClaimContext, after: string | undefined, size: number): Promise<BatchRange | undefined> {
   const m = ctx.migration;
   const fences = (
@@ -262,13 +264,14 @@ async function writeImageBatch(ctx: BbmContext, batch: BatchRange): Promise<Work
 }
 
 function quarantined(key: string, kind: QuarantineEntry['kind'], problems: Problem[], raw: [string, string][]): QuarantineEntry {
+  // PostgreSQL text and jsonb cannot hold NUL characters; what is kept here is evidence, not data.
+  const text = (s: string) => s.replace(/\0/g, '\ufffd');
   return {
-    key,
+    key: text(key),
     kind,
     reason_code: problems[0]!.code,
-    reason: problems.map((p) => p.message).join('; '),
-    // jsonb cannot hold NUL characters; the raw text is evidence, not data.
-    raw: Object.fromEntries(raw.map(([k, v]) => [k.replace(/\0/g, '\ufffd'), v.replace(/\0/g, '\ufffd')])),
+    reason: text(problems.map((p) => p.message).join('; ')),
+    raw: Object.fromEntries(raw.map(([k, v]) => [text(k), text(v)])),
   };
 }
 
