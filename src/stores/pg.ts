@@ -39,18 +39,40 @@ export function pgClientConfig(c: PgConfig): pg.ClientConfig {
   };
 }
 
+type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void;
+
+/**
+ * A pool whose failed connections (server down, wrong password) are the storeUnreachable
+ * MgrError naming the server, however they are made: withClient, pool.connect or pool.query
+ * (which connects through this method), never a bare driver error that ends as exit 1.
+ */
+class NamedPool extends pg.Pool {
+  constructor(
+    private readonly target: PgConfig,
+    config: pg.PoolConfig,
+  ) {
+    super(config);
+  }
+
+  override connect(): Promise<pg.PoolClient>;
+  override connect(callback: ConnectCallback): void;
+  override connect(callback?: ConnectCallback): Promise<pg.PoolClient> | void {
+    if (!callback) {
+      return super.connect().catch((e: unknown) => {
+        throw pgUnreachable(this.target, e);
+      });
+    }
+    super.connect((err, client, done) => callback(err && pgUnreachable(this.target, err), client, done));
+  }
+}
+
 export function openPg(c: PgConfig, opts: { max?: number } = {}): PgStore {
-  const pool = new pg.Pool({ ...pgClientConfig(c), max: opts.max ?? 8, idleTimeoutMillis: 10_000 });
+  const pool = new NamedPool(c, { ...pgClientConfig(c), max: opts.max ?? 8, idleTimeoutMillis: 10_000 });
   // An idle client's error (server restarted) must not crash the process; the next query reports it.
   pool.on('error', () => undefined);
   pool.on('connect', (client) => client.on('error', () => undefined));
   const withClient = async <T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
-    let client: pg.PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (e) {
-      throw pgUnreachable(c, e);
-    }
+    const client = await pool.connect();
     try {
       return await fn(client);
     } finally {
