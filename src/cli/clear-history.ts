@@ -241,7 +241,7 @@ function printReport(r: ClearHistoryReport): void {
         ? ` (at least ${r.batches} batches of ≤ ${r.batchSize})`
         : ` in ${r.batches} batches of ≤ ${r.batchSize} (longest statement ${r.longestStatementMs} ms, longest batch ${r.longestBatchMs} ms)`),
   );
-  out(`postgres: ${r.cascadeMode === 'explicit' ? 'cascade triggers skipped' : 'cascade triggers fire'}: ${r.cascadeModeReason}`);
+  out(`postgres: ON DELETE CASCADE triggers ${r.cascadeMode === 'explicit' ? 'skipped' : 'fired'}: ${r.cascadeModeReason}`);
   out(
     r.dryRun
       ? `redis: would unlink ${r.redisKeysDeleted} stat keys (the ones that exist, DB 0)`

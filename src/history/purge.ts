@@ -314,7 +314,7 @@ async function chooseCascadeMode(stores: Stores, allowed: boolean): Promise<{ ca
     await c.query('BEGIN');
     try {
       await c.query('SET LOCAL session_replication_role = replica');
-      return { cascadeMode: 'explicit' as const, cascadeModeReason: 'dependent rows deleted by the batches; cascade triggers skipped (session_replication_role = replica)' };
+      return { cascadeMode: 'explicit' as const, cascadeModeReason: "the batches delete the dependent rows themselves under session_replication_role = replica; the catalog has only Backend.AI's foreign keys to kernels and no triggers of its own" };
     } catch (e) {
       return triggers(`this role may not set session_replication_role (${errorMessage(e)})`);
     } finally {
