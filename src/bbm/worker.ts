@@ -2,7 +2,7 @@ import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MgrError, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { Stores } from '../stores/index.js';
+import { storeFault, type Stores } from '../stores/index.js';
 import { backgroundMigrationStatus, DEFAULT_STALE_AFTER_MS, getMigration, listMigrations, type MigrationStatus } from './admin.js';
 import { claimNextJob, failJob, finishJob, heartbeat, reactivateFailedMigration, type ClaimedJob } from './claim.js';
 import { backgroundMigrationDefinition } from './registry.js';
@@ -139,6 +139,10 @@ async function runJob(
   } catch (e) {
     clearInterval(beat);
     const { migrationFailed } = await failJob(stores, job, m, e);
+    // A store gone is no fault of the batch: stop here (the batch is retried later) instead of
+    // spending the migration's attempts against a server that is down.
+    const fault = storeFault(stores, e);
+    if (fault) throw fault;
     opts.log.error({ ...event, attempt: job.attempts, err: errorMessage(e), migrationFailed }, 'batch failed');
     const now = await stores.pg.withClient((c) => getMigration(c, m.name));
     opts.onProgress?.({ ...event, outcome: 'failed', rows: 0, error: errorMessage(e), rowsDone: now.rowsDone, total: now.totalTupleCount });

@@ -72,7 +72,8 @@ export function action<A extends unknown[]>(
 ): (...args: A) => Promise<void> {
   return async (...args: A) => {
     const cmd = args[args.length - 1] as Command;
-    const json = Boolean((cmd.opts?.() as { json?: boolean } | undefined)?.json);
+    // optsWithGlobals: a parent command may have taken --json (see `upgrade status --json`)
+    const json = Boolean((cmd.optsWithGlobals?.() as { json?: boolean } | undefined)?.json);
     try {
       checkLogLevel(cmd);
       const code = await fn(...args);

@@ -130,8 +130,6 @@ export function registerUpgrade(program: Command): void {
   const upgrade = program
     .command('upgrade')
     .description('upgrade the installation to the newest release (21.03 → 21.09 → 22.03): checkpointed, resumable, with a backup first')
-    // `upgrade status --json` is status's --json, not upgrade's own (commander gives it to the parent otherwise)
-    .enablePositionalOptions()
     .addOption(new Option('--to <release>', 'stop at this release (e.g. 21.09); default: the newest'))
     .addOption(dryRunOption())
     .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
@@ -185,8 +183,9 @@ export function registerUpgrade(program: Command): void {
     .addOption(new Option('--to <release>', 'stop at this release'))
     .addOption(jsonOption())
     .action(
-      action(async (flags: { to?: string; json?: boolean }, cmd: Command) =>
+      action(async (given: { to?: string; json?: boolean }, cmd: Command) =>
         withStores(cmd, async (stores, log) => {
+          const flags = subcommandFlags(given, cmd);
           const report = await runUpgrade(stores, {
             to: flags.to,
             dryRun: true,
@@ -204,8 +203,9 @@ export function registerUpgrade(program: Command): void {
     .description('the installed release, and every upgrade step recorded so far with its outcome')
     .addOption(jsonOption())
     .action(
-      action(async (flags: { json?: boolean }, cmd: Command) =>
+      action(async (given: { json?: boolean }, cmd: Command) =>
         withStores(cmd, async (stores) => {
+          const flags = subcommandFlags(given, cmd);
           const st = await upgradeStatus(stores);
           if (flags.json) {
             printJson({ ok: true, ...st });
@@ -231,8 +231,9 @@ export function registerUpgradeRecovery(upgrade: Command): void {
     .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
     .addOption(jsonOption())
     .action(
-      action(async (flags: { bundle?: string; yes?: boolean; json?: boolean }, cmd: Command) =>
+      action(async (given: { bundle?: string; yes?: boolean; json?: boolean }, cmd: Command) =>
         withStores(cmd, async (stores, log) => {
+          const flags = subcommandFlags(given, cmd);
           const bundle = flags.bundle ?? (await lastUpgradeBackup(stores));
           if (!bundle) throw new MgrError('refused', 'no pre-upgrade backup is recorded in mgr.upgrade_runs', { hint: 'pass the bundle with --bundle DIR (see `mgr backup list`)' });
           if (!flags.yes) {
@@ -260,7 +261,8 @@ export function registerUpgradeRecovery(upgrade: Command): void {
     .option('--work-dir <dir>', 'where the throwaway sandbox goes (default: the OS temp dir)')
     .addOption(jsonOption())
     .action(
-      action(async (flags: { fromBackup?: string; to?: string; workDir?: string; json?: boolean }, cmd: Command) => {
+      action(async (given: { fromBackup?: string; to?: string; workDir?: string; json?: boolean }, cmd: Command) => {
+        const flags = subcommandFlags(given, cmd);
         const config = loadConfig(cmd);
         const { rehearseUpgrade } = await import('../backup/index.js');
         const print = eventPrinter(Boolean(flags.json));
@@ -287,6 +289,17 @@ export function registerUpgradeRecovery(upgrade: Command): void {
         if (!report.ok) throw new MgrError('stepFailed', `the rehearsal failed: ${report.failure}`);
       }),
     );
+}
+
+/**
+ * The flags of an `upgrade` subcommand. commander hands an option that `upgrade` itself also
+ * defines (--json, --to, --yes) to `upgrade` wherever it is written, so `upgrade status --json`
+ * would lose it: take those from the parent when they were given there.
+ */
+function subcommandFlags<T extends object>(flags: T, cmd: Command): T {
+  const parent = (cmd.parent?.opts() ?? {}) as Pick<UpgradeFlags, 'json' | 'to' | 'yes'>;
+  const given = Object.entries({ json: parent.json, to: parent.to, yes: parent.yes }).filter(([, v]) => v !== undefined);
+  return { ...flags, ...Object.fromEntries(given) };
 }
 
 function defaults(): UpgradeFlags {

@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import { enterMaintenance, getMaintenance, leaveMaintenance } from '../maintenance/index.js';
 import { lockBackendFor } from '../locks/index.js';
 import type { HeldLock } from '../locks/types.js';
-import type { Stores } from '../stores/index.js';
+import { storeFault, type Stores } from '../stores/index.js';
 import { MODULES } from '../upgrades/index.js';
 import { detectRelease } from './detect.js';
 import { findLiveNodes, type LivenessReport } from './preflight.js';
@@ -237,7 +237,8 @@ export async function runUpgrade(stores: Stores, opts: RunUpgradeOptions): Promi
       const marker = await getMaintenance(stores.etcd).catch(() => undefined);
       if (marker?.by === MAINTENANCE_BY) await leaveMaintenance(stores.etcd).catch((err) => opts.log.error({ err }, 'could not turn maintenance mode off'));
     }
-    await held.release().catch((err) => opts.log.warn({ err }, 'could not release the upgrade lock'));
+    // A lock lost with its connection (PostgreSQL restarted) is already free.
+    await held.release().catch((err) => held.lost.aborted || opts.log.warn({ err }, 'could not release the upgrade lock'));
     report.durationMs = Date.now() - started;
   }
 }
@@ -308,7 +309,9 @@ async function runStep(
     return r;
   } catch (e) {
     const durationMs = Date.now() - t0;
-    const message = errorMessage(e);
+    // A store that went away mid-step is named as such, not by its driver's message.
+    const fault = storeFault(stores, e);
+    const message = errorMessage(fault ?? e);
     await stores.pg
       .withClient((c) =>
         c.query(`UPDATE mgr.upgrade_steps SET status = 'failed', finished_at = now(), duration_ms = $2, error = $3 WHERE step_id = $1`, [step.id, durationMs, message]),
@@ -317,6 +320,14 @@ async function runStep(
     if (e instanceof MgrError && (e.code === 'interrupted' || e.code === 'pending' || e.code === 'refused')) throw e;
     const r: StepReport = { ...base, status: 'failed', durationMs, summary: '', warnings: [], counts: {}, error: message };
     emit({ type: 'step-end', report: r });
+    if (fault) {
+      // Exit 4, as when the store is down at start: nothing is wrong with the step or the data.
+      throw new MgrError('storeUnreachable', `step ${step.id} stopped: ${fault.message}`, {
+        cause: e,
+        hint: `${fault.hint}; the work done so far is saved: once it is reachable, run \`mgr upgrade\` again to resume at this step`,
+        details: { step: step.id },
+      });
+    }
     return r;
   }
 }

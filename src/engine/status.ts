@@ -1,5 +1,6 @@
 import type { Stores } from '../stores/index.js';
-import { lastUpgradeBackup, selectModules } from './runner.js';
+import { lockBackendFor } from '../locks/index.js';
+import { lastUpgradeBackup, selectModules, UPGRADE_LOCK } from './runner.js';
 import { detectRelease } from './detect.js';
 
 export interface RecordedStep {
@@ -31,5 +32,10 @@ export async function upgradeStatus(stores: Stores): Promise<UpgradeStatus> {
     );
     return r.rows.map((x) => ({ stepId: x.step_id, module: x.module, status: x.status, attempts: x.attempts, durationMs: x.duration_ms, error: x.error }));
   });
+  // A step left "running" by a process that is gone (killed, or PostgreSQL restarted under it)
+  // is not running: no upgrade holds the lock.
+  if (steps.some((s) => s.status === 'running') && !(await lockBackendFor(stores, 'pg_advisory').holder(UPGRADE_LOCK))) {
+    for (const s of steps) if (s.status === 'running') s.status = 'interrupted';
+  }
   return { release, rows, pending, steps, lastBackup: await lastUpgradeBackup(stores) };
 }
