@@ -78,12 +78,12 @@ export class TagSpanTracker {
  * The first batch of `size` whole tags from keys in etcd order (pages, read lazily): from the
  * first key to the last key before which no tag's span is open. Stops reading as soon as it can.
  */
-export async function takeTagBatch(pages: AsyncIterable<{ key: string }[]>, size: number): Promise<{ min: string; max: string } | undefined> {
+export async function takeTagBatch(pages: AsyncIterable<string[]>, size: number): Promise<{ min: string; max: string } | undefined> {
   const tracker = new TagSpanTracker();
   let min: string | undefined;
   let last: string | undefined;
-  for await (const kvs of pages) {
-    for (const { key } of kvs) {
+  for await (const keys of pages) {
+    for (const key of keys) {
       if (tracker.boundaryBefore(key) && last !== undefined && tracker.tags >= size) return { min: min!, max: last };
       tracker.add(key);
       min ??= key;

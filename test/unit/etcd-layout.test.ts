@@ -17,8 +17,8 @@ function etcdOrder(keys: string[]): string[] {
   return [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
 }
 
-async function* pagesOf(keys: string[], size = 3): AsyncGenerator<{ key: string }[]> {
-  for (let i = 0; i < keys.length; i += size) yield keys.slice(i, i + size).map((key) => ({ key }));
+async function* pagesOf(keys: string[], size = 3): AsyncGenerator<string[]> {
+  for (let i = 0; i < keys.length; i += size) yield keys.slice(i, i + size);
 }
 
 function entry(tagKey: string, values: Record<string, string>): TagEntry {
