@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { expect } from 'vitest';
-import type { Stores } from '../../src/stores/index.js';
+import { MANAGER_REDIS_DBS, type Stores } from '../../src/stores/index.js';
 import { etcdChecksum, pgChecksums, redisChecksums, type TableSum } from '../helpers/checksums.js';
 import { runMgr, type MgrResult } from '../helpers/cli.js';
 
@@ -54,6 +54,24 @@ export async function storeSums(stores: Stores, files: string[]): Promise<StoreS
     redis: await redisChecksums(stores.redis, { ttl: 'presence' }),
     files: fileSums,
   };
+}
+
+/**
+ * Drops the TTL of every Redis key that has one (the seed's per-agent stat keys live 120 s):
+ * a key expiring on its own during a minute of cases is not a write, but would fail the check.
+ */
+export async function persistExpiringKeys(stores: Stores): Promise<number> {
+  let persisted = 0;
+  for (const db of MANAGER_REDIS_DBS) {
+    const conn = await stores.redis.db(db);
+    let cursor = '0';
+    do {
+      const [next, keys] = await conn.scan(cursor, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) persisted += await conn.persist(k);
+    } while (cursor !== '0');
+  }
+  return persisted;
 }
 
 /** A Node stack frame or mgr's internal-error wrapper: bad input must never end in either. */

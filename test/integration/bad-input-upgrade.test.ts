@@ -9,7 +9,7 @@ import { etcdChecksum } from '../helpers/checksums.js';
 import { runMgr, type MgrResult } from '../helpers/cli.js';
 import { putRegistry, startHttpServer, type TestServer } from '../helpers/registry-push.js';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
-import { runBadInputCase, type BadInputCase } from './bad-input-corpus.js';
+import { persistExpiringKeys, runBadInputCase, type BadInputCase } from './bad-input-corpus.js';
 
 /**
  * Bad input that must NOT stop an upgrade: malformed 21.03 image entries in etcd
@@ -42,6 +42,7 @@ describe('malformed etcd image entries: quarantined by `mgr upgrade`, never fata
     await stores.etcd.putMany(Object.entries(kvs).map(([key, value]) => ({ key, value })));
     etcdImagesBefore = await etcdChecksum(stores.etcd, 'images/');
     upgrade = await runMgr(['-f', sb.managerToml, 'upgrade', '--yes', '--no-backup', '--no-schedule']);
+    expect(await persistExpiringKeys(stores)).toBeGreaterThan(0);
 
     // Registries that answer, but not what a registry should.
     garbage = await startHttpServer((req, res) => {

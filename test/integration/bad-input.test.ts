@@ -10,7 +10,7 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 import { seedInstallation } from '../../src/sandbox/seed.js';
 import { REDIS_DB, type Stores } from '../../src/stores/index.js';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
-import { runBadInputCase, type BadInputCase } from './bad-input-corpus.js';
+import { persistExpiringKeys, runBadInputCase, type BadInputCase } from './bad-input-corpus.js';
 
 /**
  * The bad-input corpus on one seeded 21.03 sandbox: broken manager.toml files
@@ -366,6 +366,7 @@ describe('bad input: exit code, a message naming what and where, nothing written
     sb = await startTestSandbox();
     stores = await sb.openStores();
     await seedInstallation(stores, { kernels: 300, images: 50 });
+    expect(await persistExpiringKeys(stores)).toBeGreaterThan(0);
     redisAddr = (await stores.etcd.get('config/redis/addr'))!;
     const fill = (text: string) =>
       text
