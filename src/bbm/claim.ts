@@ -3,12 +3,11 @@ import type pg from 'pg';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Stores } from '../stores/index.js';
-import { backgroundMigrationDefinition } from './registry.js';
+import { backgroundMigrationDefinition, registeredBackgroundMigrations } from './registry.js';
 import { migrationColumns, toMigrationRow, type MigrationDbRow } from './schema.js';
 import {
   BackgroundMigrationFailure,
   FAILURE_CODE,
-  JOB_STATUS,
   MIGRATION_STATUS,
   type BackgroundMigrationDefinition,
   type FailureCode,
@@ -67,7 +66,7 @@ export async function claimNextJob(
     if (m.status === MIGRATION_STATUS.failed) return { kind: 'stop', status: 'failed', migration: m };
     const def = backgroundMigrationDefinition(m.jobSignatureName);
     if (!def) {
-      const failed = await failMigration(c, m, FAILURE_CODE.invalidJobSignature, `no work function named "${m.jobSignatureName}" is registered in this mgr`);
+      const failed = await failMigration(c, m, FAILURE_CODE.invalidJobSignature, `no work function named "${m.jobSignatureName}" is registered in this mgr (registered: ${registeredBackgroundMigrations().join(', ') || 'none'})`);
       return { kind: 'stop', status: 'failed', migration: failed };
     }
     const ctx = { stores, migration: m, log: opts.log };

@@ -8,7 +8,7 @@ import { BackgroundMigrationFailure, FAILURE_CODE, type BackgroundMigrationDefin
  */
 
 /** "schema.table" or "table" → a quoted identifier. */
-export function quoteQualified(name: string): string {
+function quoteQualified(name: string): string {
   return name
     .split('.')
     .map((p) => `"${p.replace(/"/g, '""')}"`)
@@ -23,7 +23,7 @@ interface KeysetTarget {
 }
 
 /** Checks the table and column exist (codes 1 and 2 otherwise) and returns what queries need. */
-export async function keysetTarget(client: pg.ClientBase, tableName: string | null, columnName: string | null): Promise<KeysetTarget> {
+async function keysetTarget(client: pg.ClientBase, tableName: string | null, columnName: string | null): Promise<KeysetTarget> {
   const table = tableName ? quoteQualified(tableName) : '';
   const t = tableName ? await client.query<{ oid: string | null }>('SELECT to_regclass($1)::oid::text AS oid', [table]).catch(() => undefined) : undefined;
   const oid = t?.rows[0]?.oid;

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS mgr.batched_background_migration_jobs (
   min_value text,
   max_value text,
   batch_size integer,
-  status smallint NOT NULL CHECK (status IN (1, 2, 3)),
+  status smallint NOT NULL CHECK (status IN (1, 2, 3)), -- 1 active (claimed), 2 finished, 3 failed
   failure_error_code smallint,
   error text,
   attempts integer NOT NULL DEFAULT 0,

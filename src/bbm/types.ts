@@ -12,9 +12,6 @@ import type { Stores } from '../stores/index.js';
 export const MIGRATION_STATUS = { paused: 0, active: 1, finished: 2, failed: 3, running: 4 } as const;
 export type MigrationStatusName = keyof typeof MIGRATION_STATUS;
 
-/** Job (batch) status. */
-export const JOB_STATUS = { active: 1, finished: 2, failed: 3 } as const;
-
 /** `failure_error_code`, GitLab's values. */
 export const FAILURE_CODE = { unknown: 0, invalidTable: 1, invalidColumn: 2, invalidJobSignature: 3, tooManyRetries: 4 } as const;
 export type FailureCode = (typeof FAILURE_CODE)[keyof typeof FAILURE_CODE];

@@ -269,8 +269,3 @@ export function canonicalReference(ref: string, registries: ReadonlySet<string>)
   if (!rest || rest.split('/').includes('') || !TAG_RE.test(tag)) return bad('has an empty path component or an invalid tag');
   return { name: canonicalImageName(registry, rest, tag) };
 }
-
-/** The etcd key of an alias (quoted as put_prefix quotes it). */
-export function aliasKey(alias: string): string {
-  return ALIASES_PREFIX + quote(alias);
-}
