@@ -10,6 +10,8 @@ export interface RecordedStep {
   attempts: number;
   durationMs: number | null;
   error: string | null;
+  /** Every warning the step reported (the terminal shows only the first few). */
+  warnings: string[];
 }
 
 export interface UpgradeStatus {
@@ -27,10 +29,19 @@ export async function upgradeStatus(stores: Stores): Promise<UpgradeStatus> {
   const pending = detected.kind === 'known' ? (await selectModules(stores, undefined)).modules.map((m) => m.release) : [];
   const steps = await stores.pg.withClient(async (c) => {
     if ((await c.query(`SELECT to_regclass('mgr.upgrade_steps') AS t`)).rows[0]?.t === null) return [];
-    const r = await c.query<{ step_id: string; module: string; status: string; attempts: number; duration_ms: number | null; error: string | null }>(
-      'SELECT step_id, module, status, attempts, duration_ms, error FROM mgr.upgrade_steps ORDER BY started_at NULLS LAST, step_id',
+    const r = await c.query<{ step_id: string; module: string; status: string; attempts: number; duration_ms: number | null; error: string | null; warnings: string[] | null }>(
+      `SELECT step_id, module, status, attempts, duration_ms, error, result->'warnings' AS warnings
+         FROM mgr.upgrade_steps ORDER BY started_at NULLS LAST, step_id`,
     );
-    return r.rows.map((x) => ({ stepId: x.step_id, module: x.module, status: x.status, attempts: x.attempts, durationMs: x.duration_ms, error: x.error }));
+    return r.rows.map((x) => ({
+      stepId: x.step_id,
+      module: x.module,
+      status: x.status,
+      attempts: x.attempts,
+      durationMs: x.duration_ms,
+      error: x.error,
+      warnings: x.warnings ?? [],
+    }));
   });
   // A step left "running" by a process that is gone (killed, or PostgreSQL restarted under it)
   // is not running: no upgrade holds the lock.

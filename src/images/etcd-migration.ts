@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { MgrError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Stores } from '../stores/index.js';
+import { loadSharedConfig } from '../config/shared.js';
 import { quote, unquote, type EtcdKV, type EtcdStore } from '../stores/etcd.js';
 import type { Change, Step, StepContext } from '../engine/types.js';
 import {
@@ -247,11 +248,19 @@ async function readBatch(etcd: EtcdStore, batch: BatchRange, revision: string): 
   return out;
 }
 
+/**
+ * Registries configured in etcd now, read at each batch rather than taken from when the stores
+ * were opened: a worker runs for hours, and an operator may add a registry meanwhile.
+ */
+async function configuredRegistryNames(stores: Stores): Promise<Set<string>> {
+  return new Set((await loadSharedConfig(stores.etcd)).registries.map((r) => r.name));
+}
+
 async function writeImageBatch(ctx: BbmContext, batch: BatchRange): Promise<WorkResult> {
   const { stores, migration: m } = ctx;
   const revision = revisionOf(m);
   const contents = await readBatch(stores.etcd, batch, revision);
-  const registries = new Set(stores.shared.registries.map((r) => r.name));
+  const registries = await configuredRegistryNames(stores);
   // A repository's marker sorts before its tags but may sit in an earlier batch: ask etcd.
   const repoKeys = new Set([...contents.tags.keys()].map((k) => k.split('/').slice(0, 3).join('/')));
   await Promise.all(
@@ -333,7 +342,7 @@ async function recordQuarantine(c: pg.ClientBase, migrationName: string, entries
 async function migrateAliases(ctx: BbmContext): Promise<WorkResult> {
   const { stores, migration: m } = ctx;
   const revision = revisionOf(m);
-  const registries = new Set(stores.shared.registries.map((r) => r.name));
+  const registries = await configuredRegistryNames(stores);
   // Hops may lead anywhere among the aliases: hold them all (aliases are few, unlike tags).
   const all: EtcdKV[] = [];
   for await (const kvs of rangePages(stores.etcd, { from: ALIASES_PREFIX, end: prefixEndKey(ALIASES_PREFIX), revision })) all.push(...kvs);

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
 import { fingerprint } from '../helpers/fingerprint.js';
 import type { Stores } from '../../src/stores/index.js';
-import { seedInstallation } from '../../src/sandbox/seed.js';
+import { seedInstallation, type SeedSummary } from '../../src/sandbox/seed.js';
+import { upgradeStatus } from '../../src/engine/status.js';
 import { runUpgrade, type RunUpgradeOptions } from '../../src/engine/runner.js';
 import { detectRelease } from '../../src/engine/detect.js';
 import { readCatalog, diffCatalogs } from '../../src/schema/catalog.js';
@@ -43,10 +44,11 @@ async function referenceCatalog(sb: TestSandbox) {
 describe('mgr upgrade of a seeded 21.03 installation (8679d0a7e22b) to 22.03', () => {
   let sb: TestSandbox;
   let stores: Stores;
+  let seeded: SeedSummary;
   beforeAll(async () => {
     sb = await startTestSandbox();
     stores = await sb.openStores();
-    await seedInstallation(stores, { kernels: 3000, images: 300, keypairs: 40, seed: 11 });
+    seeded = await seedInstallation(stores, { kernels: 3000, images: 300, keypairs: 40, seed: 11 });
   });
   afterAll(async () => {
     await stores?.close();
@@ -125,6 +127,14 @@ describe('mgr upgrade of a seeded 21.03 installation (8679d0a7e22b) to 22.03', (
     for (const { access_key, n } of expectedCounts) {
       expect(await redis.get(CONCURRENCY_KEY_PREFIX + access_key), access_key).toBe(String(n));
     }
+    // Every etcd tag became an image row or a quarantine row, and the step's warnings are kept.
+    const tags = seeded.imageTags;
+    const images = Number((await stores.pg.withClient((c) => c.query('SELECT count(*) AS n FROM images'))).rows[0].n);
+    const quarantined = Number((await stores.pg.withClient((c) => c.query('SELECT count(*) AS n FROM mgr.image_quarantine'))).rows[0].n);
+    expect(images).toBeGreaterThan(0);
+    expect(images + quarantined).toBe(tags);
+    const recorded = (await upgradeStatus(stores)).steps.find((s) => s.stepId === '22.03/images-from-etcd')!;
+    expect(recorded.warnings.length).toBe(report.steps.find((s) => s.id === '22.03/images-from-etcd')!.warnings.length);
     // Maintenance was on during the run and is off again, manager/status as before.
     expect(await stores.etcd.get('mgr/maintenance')).toBeNull();
   });
