@@ -11,6 +11,7 @@ import { localConfigFromText, type LocalConfig } from '../src/config/manager-tom
 import type { UpgradeReport } from '../src/engine/runner.js';
 import { loadSqlMigrations } from '../src/engine/sql-migrations.js';
 import { IMAGES_PREFIX } from '../src/images/etcd-layout.js';
+import { countEtcdImages } from '../src/images/etcd-migration.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { startSandbox } from '../src/sandbox/index.js';
 import { seedInstallation } from '../src/sandbox/seed.js';
@@ -32,9 +33,12 @@ import { median, runCommand } from './measure.js';
  * The floor is the work no upgrade can avoid, done by hand with no bookkeeping, checks or
  * batching, step by step in the module's order on its own copy:
  *  - schema steps: the same SQL files run as they are, one query each;
- *  - images-from-etcd: one paged read of every images/ key at one revision (10,000 keys a page,
- *    unsorted) plus a COPY of the same images and image_aliases rows (taken from a finished mgr
- *    run) into the empty tables;
+ *  - images-from-etcd: one read of every images/ key and value at one revision plus a COPY of
+ *    the same images and image_aliases rows (taken from a finished mgr run) into the empty tables.
+ *    The read goes range by range between key boundaries found beforehand (every 2,000th key, not
+ *    timed, like the COPY data): etcd 3.4 walks its index to the end of the requested range on
+ *    every request, so plain limit-paging over the whole prefix grows with the square of the keys
+ *    and would make a floor slower than mgr;
  *  - keypair concurrency: one GROUP BY over kernels plus one MSET;
  *  - Redis AOF: CONFIG SET appendonly yes and the wait for its rewrite;
  *  - config-only steps (manager.toml lock backend, schedule, checks): nothing.
@@ -64,6 +68,9 @@ export interface UpgradeBenchResults {
   mgrReportMs: number[];
   mgrPeakRssMiB: number[];
   floorMs: number[];
+  /** The two parts of the images-from-etcd floor, every run. */
+  floorImageReadMs: number[];
+  floorImageCopyMs: number[];
   steps: UpgradeStepTiming[];
   medianMgrWallMs: number;
   medianFloorMs: number;
@@ -114,8 +121,8 @@ export async function benchUpgrade(opts: { kernels?: number; images?: number; ru
       const reports: UpgradeReport[] = [];
       const mgrWallMs: number[] = [];
       const mgrPeakRssMiB: number[] = [];
-      const floors: Map<string, number>[] = [];
-      let imageRows: CopiedRows | undefined;
+      const floors: FloorRun[] = [];
+      let input: FloorInput | undefined;
       for (let i = 0; i < runs; i++) {
         await freshCopy();
         const toml = path.join(dir, `manager-run-${i}.toml`);
@@ -134,14 +141,14 @@ export async function benchUpgrade(opts: { kernels?: number; images?: number; ru
         mgrWallMs.push(Math.round(r.ms));
         mgrPeakRssMiB.push(Math.round((r.peakRss / 2 ** 20) * 10) / 10);
         say(`run ${i + 1}/${runs}: ${Math.round(r.ms)} ms wall, ${report.durationMs} ms in the report, peak RSS ${mgrPeakRssMiB.at(-1)} MiB`);
-        imageRows ??= await withStores(config, copyOutImageRows);
+        input ??= await withStores(config, floorInput);
 
         await freshCopy();
         // Steps mgr skipped (a revision the seeded head already has) have no floor either.
         const applied = new Set(report.steps.filter((s) => s.status === 'done').map((s) => s.id));
-        const floor = await withStores(config, (stores) => floorRun(stores, imageRows!, applied));
+        const floor = await withStores(config, (stores) => floorRun(stores, input!, applied));
         floors.push(floor);
-        say(`floor ${i + 1}/${runs}: ${Math.round(sum([...floor.values()]))} ms (${[...floor].map(([id, ms]) => `${id} ${Math.round(ms)}`).join(', ')})`);
+        say(`floor ${i + 1}/${runs}: ${Math.round(sum([...floor.steps.values()]))} ms (${[...floor.steps].map(([id, ms]) => `${id} ${Math.round(ms)}`).join(', ')}; images: etcd read ${Math.round(floor.imageReadMs)}, COPY ${Math.round(floor.imageCopyMs)})`);
       }
       await admin.query(`DROP DATABASE IF EXISTS ${config.db.name}`);
 
@@ -149,9 +156,9 @@ export async function benchUpgrade(opts: { kernels?: number; images?: number; ru
         id: s.id,
         kind: s.kind,
         mgrMs: median(reports.map((r) => r.steps.find((x) => x.id === s.id)?.durationMs ?? 0)),
-        floorMs: floors[0]!.has(s.id) ? Math.round(median(floors.map((f) => f.get(s.id)!))) : null,
+        floorMs: floors[0]!.steps.has(s.id) ? Math.round(median(floors.map((f) => f.steps.get(s.id)!))) : null,
       }));
-      const floorMs = floors.map((f) => Math.round(sum([...f.values()])));
+      const floorMs = floors.map((f) => Math.round(sum([...f.steps.values()])));
       const medianMgrWallMs = median(mgrWallMs);
       const medianFloorMs = median(floorMs);
       return {
@@ -166,6 +173,8 @@ export async function benchUpgrade(opts: { kernels?: number; images?: number; ru
         mgrReportMs: reports.map((r) => r.durationMs),
         mgrPeakRssMiB,
         floorMs,
+        floorImageReadMs: floors.map((f) => Math.round(f.imageReadMs)),
+        floorImageCopyMs: floors.map((f) => Math.round(f.imageCopyMs)),
         steps,
         medianMgrWallMs,
         medianFloorMs,
@@ -198,15 +207,19 @@ async function resetRedis(stores: Stores): Promise<void> {
   if (counters.length) await stat.unlink(...counters);
 }
 
-/** The images and image_aliases rows a finished upgrade wrote, in COPY text format. */
-interface CopiedRows {
+/** What the floor gets for free: the rows a finished upgrade wrote (COPY text) and key boundaries under images/. */
+interface FloorInput {
   images: Buffer;
   aliases: Buffer;
+  /** Every 2,000th key under images/ (relative), in key order. */
+  bounds: string[];
+  keys: number;
 }
 
 const IMAGE_COLUMNS = 'id, name, image, tag, registry, architecture, config_digest, size_bytes, type, accelerators, labels, resources';
 
-async function copyOutImageRows(stores: Stores): Promise<CopiedRows> {
+async function floorInput(stores: Stores): Promise<FloorInput> {
+  const scan = await countEtcdImages(stores.etcd);
   return stores.pg.withClient(async (c) => {
     const out = async (sql: string) => {
       const chunks: Buffer[] = [];
@@ -219,14 +232,26 @@ async function copyOutImageRows(stores: Stores): Promise<CopiedRows> {
       await pipeline(c.query(copyTo(`COPY (${sql}) TO STDOUT`)), sink);
       return Buffer.concat(chunks);
     };
-    return { images: await out(`SELECT ${IMAGE_COLUMNS} FROM images`), aliases: await out('SELECT id, alias, image FROM image_aliases') };
+    return {
+      images: await out(`SELECT ${IMAGE_COLUMNS} FROM images`),
+      aliases: await out('SELECT id, alias, image FROM image_aliases'),
+      bounds: scan.fences,
+      keys: scan.keys,
+    };
   });
 }
 
-/** One floor run of the applied steps, in the module's order; ms per step id. */
-async function floorRun(stores: Stores, rows: CopiedRows, applied: Set<string>): Promise<Map<string, number>> {
+interface FloorRun {
+  /** ms per step id (steps with no floor are absent). */
+  steps: Map<string, number>;
+  imageReadMs: number;
+  imageCopyMs: number;
+}
+
+/** One floor run of the applied steps, in the module's order. */
+async function floorRun(stores: Stores, input: FloorInput, applied: Set<string>): Promise<FloorRun> {
   const sqlByRevision = new Map(loadSqlMigrations().map((m) => [m.revision, m.sql]));
-  const out = new Map<string, number>();
+  const out: FloorRun = { steps: new Map(), imageReadMs: 0, imageCopyMs: 0 };
   await stores.pg.withClient(async (c) => {
     for (const m of MODULES) {
       for (const step of m.steps.filter((s) => applied.has(s.id))) {
@@ -236,9 +261,12 @@ async function floorRun(stores: Stores, rows: CopiedRows, applied: Set<string>):
           if (!sql) throw new Error(`no SQL file for schema step ${step.id}`);
           await c.query(sql);
         } else if (step.id === '22.03/images-from-etcd') {
-          await readEveryKey(stores.etcd, IMAGES_PREFIX);
-          await pipeline(Readable.from([rows.images]), c.query(copyFrom(`COPY images (${IMAGE_COLUMNS}) FROM STDIN`)));
-          await pipeline(Readable.from([rows.aliases]), c.query(copyFrom('COPY image_aliases (id, alias, image) FROM STDIN')));
+          const keys = await readEveryKey(stores.etcd, IMAGES_PREFIX, input.bounds);
+          if (keys !== input.keys) throw new Error(`the floor read ${keys} keys under ${IMAGES_PREFIX}, mgr's scan counted ${input.keys}`);
+          out.imageReadMs = performance.now() - t0;
+          await pipeline(Readable.from([input.images]), c.query(copyFrom(`COPY images (${IMAGE_COLUMNS}) FROM STDIN`)));
+          await pipeline(Readable.from([input.aliases]), c.query(copyFrom('COPY image_aliases (id, alias, image) FROM STDIN')));
+          out.imageCopyMs = performance.now() - t0 - out.imageReadMs;
         } else if (step.id === '22.03/keypair-concurrency-to-redis') {
           const r = await c.query<{ access_key: string; n: number }>(
             `SELECT k.access_key, count(x.id)::int AS n FROM keypairs k
@@ -251,25 +279,23 @@ async function floorRun(stores: Stores, rows: CopiedRows, applied: Set<string>):
         } else {
           continue; // no unavoidable work: a manager.toml edit, a cron entry or a check
         }
-        out.set(step.id, performance.now() - t0);
+        out.steps.set(step.id, performance.now() - t0);
       }
     }
   });
   return out;
 }
 
-/** Every key and value under prefix at one revision, in unsorted pages of 10,000 (the fastest read etcd 3.4 offers). */
-async function readEveryKey(etcd: EtcdStore, prefix: string): Promise<number> {
+/** Every key and value under prefix at one revision, one unlimited range read between each pair of bounds. */
+async function readEveryKey(etcd: EtcdStore, prefix: string, bounds: string[]): Promise<number> {
   const revision = await etcd.revision();
-  const end = prefixEnd(etcd.abs(prefix));
-  let start = Buffer.from(etcd.abs(prefix));
+  const edges = [Buffer.from(etcd.abs(prefix)), ...bounds.map((k) => Buffer.from(etcd.abs(k) + '\0')), prefixEnd(etcd.abs(prefix))];
   let keys = 0;
-  for (;;) {
-    const res = await etcd.client.kv.range({ key: start, range_end: end, limit: '10000', revision });
+  for (let i = 0; i + 1 < edges.length; i++) {
+    const res = await etcd.client.kv.range({ key: edges[i]!, range_end: edges[i + 1]!, revision });
     keys += res.kvs.length;
-    if (!res.more || !res.kvs.length) return keys;
-    start = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
   }
+  return keys;
 }
 
 async function enableAof(stores: Stores): Promise<void> {
