@@ -42,6 +42,7 @@ export interface MgrRun {
   redisKeysDeleted: number;
   batches: number;
   longestStatementMs: number;
+  longestStatement: string | null;
   longestBatchMs: number;
   /** mgr wall time / floor wall time. */
   ratioToFloor: number;
@@ -173,6 +174,7 @@ export async function benchClearHistory(
             redisKeysDeleted: report.redisKeysDeleted,
             batches: report.batches,
             longestStatementMs: report.longestStatementMs,
+            longestStatement: report.longestStatement,
             longestBatchMs: report.longestBatchMs,
             ratioToFloor: Math.round((wallMs / floor.wallMs) * 100) / 100,
             inserts,

@@ -239,7 +239,7 @@ function printReport(r: ClearHistoryReport): void {
     `postgres: ${verb} ${r.kernelsDeleted} kernels${span}, ${r.dependentRows.session_dependencies} session_dependencies rows, ${r.dependentRows.vfolder_attachment} vfolder_attachment rows` +
       (r.dryRun
         ? ` (at least ${r.batches} batches of ≤ ${r.batchSize})`
-        : ` in ${r.batches} batches of ≤ ${r.batchSize} (longest statement ${r.longestStatementMs} ms, longest batch ${r.longestBatchMs} ms)`),
+        : ` in ${r.batches} batches of ≤ ${r.batchSize} (longest statement ${r.longestStatementMs} ms: ${r.longestStatement}, longest batch ${r.longestBatchMs} ms)`),
   );
   out(`postgres: ON DELETE CASCADE triggers ${r.cascadeMode === 'explicit' ? 'skipped' : 'fired'}: ${r.cascadeModeReason}`);
   out(

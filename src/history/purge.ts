@@ -95,6 +95,8 @@ export interface ClearHistoryReport {
   largestBatch: number;
   /** Longest single SQL statement of the batches. */
   longestStatementMs: number;
+  /** Which statement that was: "select batch", "delete session_dependencies", "delete vfolder_attachment" or "delete kernels". */
+  longestStatement: string | null;
   /** Longest batch transaction, from SELECT … FOR UPDATE to COMMIT (includes the UNLINK round trip). */
   longestBatchMs: number;
   /** terminated_at of the first and last kernel deleted (µs, UTC); null when none. */
@@ -179,6 +181,7 @@ export async function clearHistory(stores: Stores, opts: ClearHistoryOptions = {
     targetStatementMs,
     largestBatch: 0,
     longestStatementMs: 0,
+    longestStatement: null,
     longestBatchMs: 0,
     oldestTerminatedAt: null,
     newestTerminatedAt: null,
@@ -360,7 +363,7 @@ async function runBatch(
     await c.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`);
     if (report.cascadeMode === 'explicit') await c.query('SET LOCAL session_replication_role = replica');
     const slowest = { ms: 0 };
-    const sel = await timed(report, slowest, () => c.query<BatchRow>(sql, params));
+    const sel = await timed(report, slowest, 'select batch', () => c.query<BatchRow>(sql, params));
     if (sel.rows.length === 0) {
       await c.query('ROLLBACK');
       return undefined;
@@ -384,11 +387,11 @@ async function deleteRows(
   slowest: { ms: number },
   ids: string[],
 ): Promise<{ deleted: string[]; dependents: DependentCounts }> {
-  const sd = await timed(report, slowest, () =>
+  const sd = await timed(report, slowest, 'delete session_dependencies', () =>
     c.query('DELETE FROM session_dependencies WHERE session_id = ANY($1::uuid[]) OR depends_on = ANY($1::uuid[])', [ids]),
   );
-  const va = await timed(report, slowest, () => c.query('DELETE FROM vfolder_attachment WHERE kernel = ANY($1::uuid[])', [ids]));
-  const k = await timed(report, slowest, () => c.query<{ id: string }>('DELETE FROM kernels WHERE id = ANY($1::uuid[]) RETURNING id::text AS id', [ids]));
+  const va = await timed(report, slowest, 'delete vfolder_attachment', () => c.query('DELETE FROM vfolder_attachment WHERE kernel = ANY($1::uuid[])', [ids]));
+  const k = await timed(report, slowest, 'delete kernels', () => c.query<{ id: string }>('DELETE FROM kernels WHERE id = ANY($1::uuid[]) RETURNING id::text AS id', [ids]));
   return { deleted: k.rows.map((r) => r.id), dependents: { session_dependencies: sd.rowCount ?? 0, vfolder_attachment: va.rowCount ?? 0 } };
 }
 
@@ -491,14 +494,17 @@ async function vacuumTables(stores: Stores, report: ClearHistoryReport): Promise
 }
 
 /** Runs one statement, keeping the run's and the batch's longest statement time. */
-async function timed<T>(report: ClearHistoryReport, batch: { ms: number }, fn: () => Promise<T>): Promise<T> {
+async function timed<T>(report: ClearHistoryReport, batch: { ms: number }, label: string, fn: () => Promise<T>): Promise<T> {
   const t = performance.now();
   try {
     return await fn();
   } finally {
     const ms = round(performance.now() - t);
     batch.ms = Math.max(batch.ms, ms);
-    report.longestStatementMs = Math.max(report.longestStatementMs, ms);
+    if (ms > report.longestStatementMs) {
+      report.longestStatementMs = ms;
+      report.longestStatement = label;
+    }
   }
 }
 

@@ -117,7 +117,7 @@ describe('mgr clear-history (CLI)', () => {
     expect(r.stdout).toContain(`(retention ${RETENTION} = 90 days)`);
     expect(r.stdout).toMatch(
       new RegExp(
-        `postgres: deleted ${s.expected.doomed.size} kernels terminated \\S+ … \\S+, ${s.expected.dependentRows.session_dependencies} session_dependencies rows, ${s.expected.dependentRows.vfolder_attachment} vfolder_attachment rows in \\d+ batches of ≤ 100 \\(longest statement [\\d.]+ ms`,
+        `postgres: deleted ${s.expected.doomed.size} kernels terminated \\S+ … \\S+, ${s.expected.dependentRows.session_dependencies} session_dependencies rows, ${s.expected.dependentRows.vfolder_attachment} vfolder_attachment rows in \\d+ batches of ≤ 100 \\(longest statement [\\d.]+ ms: (select batch|delete \\w+), longest batch`,
       ),
     );
     expect(r.stdout).toMatch(new RegExp(`redis: unlinked ${s.expected.redisKeysDeleted} stat keys \\(DB 0\\); asked BGSAVE`));

@@ -61,6 +61,7 @@ describe('clearHistory', () => {
     expect(r.dependentRows.vfolder_attachment).toBeGreaterThanOrEqual(3);
     expect(r.batches).toBe(Math.ceil(s.expected.doomed.size / 10));
     expect(r.largestBatch).toBe(10);
+    expect(r.longestStatement).toMatch(/^(select batch|delete (kernels|session_dependencies|vfolder_attachment))$/);
     // The sandbox connects as a superuser and the catalog is Backend.AI's: dependent rows are
     // deleted by the batches and the per-kernel cascade triggers are skipped.
     expect(r.cascadeMode).toBe('explicit');
