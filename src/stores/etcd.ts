@@ -147,8 +147,8 @@ export class EtcdStore {
       range_end: end,
       limit: String(opts.limit),
       ...(opts.revision ? { revision: opts.revision } : {}),
-      sort_order: 'Ascend',
-      sort_target: 'Key',
+      // No sort_order: a range comes back in key order anyway, and asking etcd 3.4 to sort makes
+      // it read every value to the end of the range on each request, ignoring the limit.
     });
     return {
       kvs: res.kvs.map((kv) => ({ key: kv.key.toString().slice(this.root.length), value: kv.value.toString() })),
