@@ -10,12 +10,13 @@ export function registerStatus(program: Command): void {
       'show the installed release (from alembic_version), whether PostgreSQL, etcd and Redis answer, whether managers and agents look alive and how that was decided, maintenance mode, and the upgrades still to apply',
     )
     .addOption(jsonOption())
-    .addHelpText('after', '\nExit codes: 0 all stores answered; 4 a store is unreachable (the report still shows the rest); 3 bad manager.toml.')
+    .addHelpText('after', '\nExit codes: 0 all stores answered; 4 a store is unreachable (the report still shows the rest); 3 bad manager.toml or etcd shared config.')
     .action(
       action(async (flags: { json?: boolean }, cmd: Command) => {
         const report = await installationStatusFromConfig(loadConfig(cmd));
         if (flags.json) printJson({ ok: report.allReachable, ...report });
         else printReport(report);
+        if (report.configError) return EXIT.config;
         return report.allReachable ? EXIT.ok : EXIT.storeUnreachable;
       }),
     );

@@ -91,6 +91,8 @@ export interface StatusReport {
   maintenance: MaintenanceMarker | null;
   /** Facts that could not be read (a store down, an unreadable marker). */
   warnings: string[];
+  /** The etcd shared config is invalid (so Redis could not be located): what and where. */
+  configError?: string;
 }
 
 const STORE_TIMEOUT_MS = 8_000;
@@ -141,7 +143,8 @@ export async function installationStatusFromConfig(config: LocalConfig, opts: { 
     }
     const handles: Handles = { config, pg, etcd, redis, redisProblem, etcdError };
     const stores: Stores | undefined = redis ? { config, shared: { redis: redis.target, registries: [] }, pg, etcd, redis, close: async () => undefined } : undefined;
-    return await collect(handles, opts.now ?? new Date(), stores);
+    const report = await collect(handles, opts.now ?? new Date(), stores);
+    return redisProblem && !etcdError ? { ...report, configError: redisProblem } : report;
   } finally {
     await Promise.allSettled([pg.close(), redis?.close()]);
     etcd.close();

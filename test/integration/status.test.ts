@@ -137,6 +137,18 @@ describe('mgr status on a seeded 21.03 installation', () => {
     expect(noEtcd.release).toMatchObject({ kind: 'known', release: '21.03' });
   });
 
+  it('names an invalid etcd shared config as a configuration problem, not an unreachable store', async () => {
+    await stores.etcd.put('config/docker/registry/bad', 'not a url');
+    try {
+      const r = await installationStatusFromConfig(sb.config);
+      expect(r.configError).toMatch(/config\/docker\/registry\/bad/);
+      expect(r.configError).toMatch(/http\(s\) URL/);
+    } finally {
+      await stores.etcd.delete('config/docker/registry/bad');
+    }
+    expect((await installationStatusFromConfig(sb.config)).configError).toBeUndefined();
+  });
+
   it('the built CLI prints the same report as JSON (exit 0), and exits 4 when PostgreSQL is down', async () => {
     const ok = await mgr(['-f', sb.managerToml, 'status', '--json']);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);
