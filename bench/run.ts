@@ -191,9 +191,13 @@ async function main(): Promise<number> {
   const res: BenchResults = {
     generatedAt: new Date().toISOString(),
     ...machine(),
-    lastInvocation: { args, durationMs: 0, ran: [] },
+    invocations: [],
     benchmarks: { ...previous?.benchmarks },
   };
+  const invocation = { args, startedAt: res.generatedAt, durationMs: 0, ran: [] as string[] };
+  // Keep the invocations whose sections are still in the file.
+  const kept = new Set(ORDER.filter((n) => !names.includes(n) && res.benchmarks[n]));
+  res.invocations = [...(previous?.invocations ?? []).filter((inv) => inv.ran.some((n) => kept.has(n as Name))), invocation];
   let failures = 0;
   for (const name of names) {
     const plan = PLANS[name](mode) as Plan<Name>;
@@ -213,8 +217,8 @@ async function main(): Promise<number> {
       section = { mode, sizes: plan.sizes, repetitions: plan.repetitions, startedAt, durationMs: Math.round(performance.now() - t0), load: load.stop(), error };
     }
     (res.benchmarks as Record<Name, Section<unknown>>)[name] = section;
-    res.lastInvocation.ran.push(name);
-    res.lastInvocation.durationMs = Math.round(performance.now() - started);
+    invocation.ran.push(name);
+    invocation.durationMs = Math.round(performance.now() - started);
     await writeOutputs(res);
     log(`done in ${Math.round(section.durationMs / 1000)} s; ${path.relative(process.cwd(), REPORT_FILE)} updated`);
   }
