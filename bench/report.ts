@@ -481,7 +481,7 @@ export function renderCharts(res: BenchResults): Record<string, string> {
       xFormat: count,
       series: [
         { name: 'mgr migration', color: '#c0392b', points: img.points.map((p) => ({ x: p.images, y: median(p.mgrMs) / 1000 })) },
-        { name: 'floor (read + COPY)', color: '#2471a3', points: img.points.map((p) => ({ x: p.images, y: median(p.floorMs) / 1000 })) },
+        { name: 'floor (paged read + COPY)', color: '#2471a3', points: img.points.map((p) => ({ x: p.images, y: median(p.floorMs) / 1000 })) },
       ],
     });
   }
