@@ -31,11 +31,14 @@ async function recount(ctx: StepContext): Promise<Count[]> {
           `SELECT 1 FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'keypairs' AND column_name = 'concurrency_used'`,
         )
       ).rowCount === 1;
+    // One pass over kernels (there is no plain index on kernels.access_key): a correlated count
+    // per keypair would scan the table once per keypair.
     const r = await c.query<{ access_key: string; n: number; col: number | null }>(
-      `SELECT k.access_key, ${hasColumn ? 'k.concurrency_used' : 'NULL::int'} AS col,
-              (SELECT count(*) FROM kernels WHERE kernels.access_key = k.access_key
-                 AND kernels.status::text <> ALL ($1::text[]))::int AS n
-         FROM keypairs k ORDER BY k.access_key`,
+      `SELECT k.access_key, ${hasColumn ? 'k.concurrency_used' : 'NULL::int'} AS col, coalesce(x.n, 0)::int AS n
+         FROM keypairs k
+         LEFT JOIN (SELECT access_key, count(*) AS n FROM kernels
+                     WHERE status::text <> ALL ($1::text[]) GROUP BY access_key) x ON x.access_key = k.access_key
+        ORDER BY k.access_key`,
       [NON_OCCUPYING_STATUSES],
     );
     return r.rows.map((row) => ({ accessKey: row.access_key, count: row.n, column: hasColumn ? row.col : undefined }));
