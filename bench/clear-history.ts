@@ -1,15 +1,14 @@
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { localConfigFromText, type LocalConfig } from '../src/config/manager-toml.js';
+import { type LocalConfig } from '../src/config/manager-toml.js';
 import { clearHistory, DEFAULT_BATCH_SIZE, DEFAULT_TARGET_STATEMENT_MS, type ClearHistoryReport } from '../src/history/index.js';
 import { startSandbox } from '../src/sandbox/index.js';
 import { seedInstallation } from '../src/sandbox/seed.js';
 import { pgClientConfig } from '../src/stores/pg.js';
-import { EtcdStore, openStores, REDIS_DB, type Stores } from '../src/stores/index.js';
+import { openStores, REDIS_DB, type Stores } from '../src/stores/index.js';
 
 /**
  * clear-history on a seeded installation (kernels terminated over a year, a stat key per kernel),
@@ -84,10 +83,7 @@ export async function benchClearHistory(
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mgr-bench-clear-history-'));
   const sb = await startSandbox({ dir, withRegistry: false });
   try {
-    const config = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
-    const etcd = new EtcdStore(`http://${config.etcd.host}:${config.etcd.port}`, config.etcd.namespace);
-    await etcd.put('config/redis/addr', `127.0.0.1:${sb.redis.port}`);
-    etcd.close();
+    const config = sb.config;
 
     const now = new Date();
     let seedMs = 0;

@@ -210,7 +210,6 @@ export async function benchImageMigration(opts: { sizes?: number[]; workers?: nu
     const sb = await startSandbox({ dir, withRegistry: false });
     try {
       const etcd = new EtcdStore(sb.etcd.endpoint, sb.namespace);
-      await etcd.put('config/redis/addr', `127.0.0.1:${sb.redis.port}`);
       for (const [name, url] of [['cr.backend.ai', 'https://cr.backend.ai'], ['index.docker.io', 'https://registry-1.docker.io'], ['localhost:5000', 'http://localhost:5000']]) {
         await etcd.put(`config/docker/registry/${quote(name!)}`, url!);
       }

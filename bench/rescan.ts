@@ -1,14 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pLimit from 'p-limit';
-import { localConfigFromText } from '../src/config/manager-toml.js';
 import { DEFAULT_REGISTRY_CONCURRENCY } from '../src/images/registry-client.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { startSandbox } from '../src/sandbox/index.js';
-import { EtcdStore, openStores, type Stores } from '../src/stores/index.js';
+import { openStores, type Stores } from '../src/stores/index.js';
 import { RegistryPusher, kernelLabels, load2203Schema, putRegistry, startProxy } from '../test/helpers/registry-push.js';
 import { runCommand } from './measure.js';
 
@@ -53,8 +51,7 @@ export async function benchRescan(opts: { repositories?: number; tagsPerReposito
   let stores: Stores | undefined;
   const proxy = await startProxy(sb.registry!.url, { delayMs });
   try {
-    const config = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
-    stores = await openStoresWithRedis(config, sb.redis.port);
+    stores = await openStores(sb.config);
     await load2203Schema(stores);
     await putRegistry(stores, 'far', proxy.url);
     await putRegistry(stores, 'near', sb.registry!.url);
@@ -98,17 +95,6 @@ export async function benchRescan(opts: { repositories?: number; tagsPerReposito
     await sb.stop();
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** The sandbox's stores, with the Redis address a manager needs in etcd written first. */
-async function openStoresWithRedis(config: ReturnType<typeof localConfigFromText>, redisPort: number): Promise<Stores> {
-  const etcd = new EtcdStore(`http://${config.etcd.host}:${config.etcd.port}`, config.etcd.namespace);
-  try {
-    await etcd.put('config/redis/addr', `127.0.0.1:${redisPort}`);
-  } finally {
-    etcd.close();
-  }
-  return openStores(config);
 }
 
 /** Each tag its own config (distinct labels, so no config-blob cache hit); one layer per repository. */

@@ -1,5 +1,4 @@
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -7,7 +6,7 @@ import pg from 'pg';
 import { to as copyTo, from as copyFrom } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 import { Readable, Writable } from 'node:stream';
-import { localConfigFromText, type LocalConfig } from '../src/config/manager-toml.js';
+import { type LocalConfig } from '../src/config/manager-toml.js';
 import type { UpgradeReport } from '../src/engine/runner.js';
 import { loadSqlMigrations } from '../src/engine/sql-migrations.js';
 import { IMAGES_PREFIX } from '../src/images/etcd-layout.js';
@@ -88,10 +87,7 @@ export async function benchUpgrade(opts: { kernels?: number; images?: number; ru
   const dir = await mkdtemp(path.join(os.tmpdir(), 'mgr-bench-upgrade-'));
   const sb = await startSandbox({ dir, withRegistry: false });
   try {
-    const config = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
-    const etcd = new EtcdStore(`http://${config.etcd.host}:${config.etcd.port}`, config.etcd.namespace);
-    await etcd.put('config/redis/addr', `127.0.0.1:${sb.redis.port}`);
-    etcd.close();
+    const config = sb.config;
 
     const t = performance.now();
     const seeded = await withStores(config, (stores) =>

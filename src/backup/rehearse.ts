@@ -1,10 +1,10 @@
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MgrError, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { localConfigFromText, type LocalConfig } from '../config/manager-toml.js';
+import { type LocalConfig } from '../config/manager-toml.js';
 import { runUpgrade, type StepReport, type UpgradeEvent } from '../engine/runner.js';
 import { defaultUpgradeOptions, type Progress, type UpgradeOptions } from '../engine/types.js';
 import { startSandbox, type Sandbox } from '../sandbox/index.js';
@@ -116,8 +116,7 @@ export async function rehearseUpgrade(config: LocalConfig, opts: RehearsalOption
       startSandbox({ dir: path.join(work, 'sandbox'), namespace: config.etcd.namespace, withRegistry: false }),
     );
     const sb = sandbox;
-    const sandboxConfig = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
-    await pointRedisAtSandbox(sb);
+    const sandboxConfig = sb.config;
 
     await timed('restore', `restoring ${manifest.name} into the sandbox`, async () => {
       const s = await openStores(sandboxConfig);

@@ -60,7 +60,6 @@ export function registerSandbox(program: Command): void {
         const sandbox = await startSandbox({ dir, namespace: flags.namespace, withRegistry: Boolean(flags.withRegistry), detached: true });
         const etcd = new EtcdStore(sandbox.etcd.endpoint, sandbox.namespace);
         try {
-          await etcd.put('config/redis/addr', `127.0.0.1:${sandbox.redis.port}`);
           if (sandbox.registry) {
             await etcd.put(`config/docker/registry/${SANDBOX_REGISTRY_NAME}`, sandbox.registry.url);
             await etcd.put(`config/docker/registry/${SANDBOX_REGISTRY_NAME}/type`, 'docker');

@@ -13,6 +13,8 @@ import {
   type RegistryHandle,
 } from './services.js';
 import { MgrError } from '../errors.js';
+import { localConfigFromText, type LocalConfig } from '../config/manager-toml.js';
+import { EtcdStore } from '../stores/etcd.js';
 
 export * from './services.js';
 
@@ -28,6 +30,8 @@ export interface Sandbox {
   registry: RegistryHandle | undefined;
   /** Path of a manager.toml that points at these stores. */
   managerToml: string;
+  /** That manager.toml, parsed. */
+  config: LocalConfig;
   stop(): Promise<void>;
 }
 
@@ -85,7 +89,9 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
           }),
     ]);
     const managerToml = path.join(dir, 'manager.toml');
-    await writeFile(managerToml, sandboxManagerToml({ namespace, pg, etcd, dir }), { mode: 0o600 });
+    const tomlText = sandboxManagerToml({ namespace, pg, etcd, dir });
+    await writeFile(managerToml, tomlText, { mode: 0o600 });
+    await writeRedisAddress(etcd.endpoint, namespace, redis);
     const sandbox: Sandbox = {
       dir,
       namespace,
@@ -94,6 +100,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       etcd,
       registry,
       managerToml,
+      config: localConfigFromText(tomlText, managerToml),
       stop: async () => {
         await Promise.all([pg.stop(), redis.stop(), etcd.stop(), registry?.stop()]);
         await rm(path.join(dir, STATE_FILE), { force: true });
@@ -113,6 +120,17 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
   } catch (e) {
     await Promise.all(started.map((h) => h.stop()));
     throw e;
+  }
+}
+
+/** A manager finds Redis through etcd (config/redis): without it the sandbox cannot be opened. */
+async function writeRedisAddress(endpoint: string, namespace: string, redis: RedisHandle): Promise<void> {
+  const etcd = new EtcdStore(endpoint, namespace);
+  try {
+    await etcd.put('config/redis/addr', `${redis.host}:${redis.port}`);
+    if (redis.password) await etcd.put('config/redis/password', redis.password);
+  } finally {
+    etcd.close();
   }
 }
 

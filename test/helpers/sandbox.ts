@@ -2,10 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startSandbox, type Sandbox, type SandboxOptions } from '../../src/sandbox/index.js';
-import { localConfigFromText, type LocalConfig } from '../../src/config/manager-toml.js';
-import { readFileSync } from 'node:fs';
 import { openStores, type Stores } from '../../src/stores/index.js';
-import { EtcdStore } from '../../src/stores/etcd.js';
 
 /** Prefix of every test sandbox dir; the global setup sweeps servers left under it. */
 export const TEST_SANDBOX_PREFIX = path.join(os.tmpdir(), 'mgr-test-');
@@ -17,16 +14,9 @@ export async function startTestSandbox(opts: Omit<SandboxOptions, 'dir'> = {}): 
   // The sweeper of a later (or parallel) run leaves a sandbox alone while its owner lives.
   await writeFile(path.join(dir, OWNER_FILE), String(process.pid));
   const sb = await startSandbox({ dir, withRegistry: false, ...opts });
-  const config = localConfigFromText(readFileSync(sb.managerToml, 'utf8'), sb.managerToml);
-  // The shared config a manager needs in etcd: the Redis address (and password, if any).
-  const etcd = new EtcdStore(sb.etcd.endpoint, sb.namespace);
-  await etcd.put('config/redis/addr', `127.0.0.1:${sb.redis.port}`);
-  if (opts.redisPassword) await etcd.put('config/redis/password', opts.redisPassword);
-  etcd.close();
   return {
     ...sb,
-    config,
-    openStores: () => openStores(config),
+    openStores: () => openStores(sb.config),
     stop: async () => {
       await sb.stop();
       await rm(dir, { recursive: true, force: true });
@@ -35,7 +25,6 @@ export async function startTestSandbox(opts: Omit<SandboxOptions, 'dir'> = {}): 
 }
 
 export interface TestSandbox extends Sandbox {
-  config: LocalConfig;
   openStores(): Promise<Stores>;
 }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StepContext, UpgradeOptions } from '../../src/engine/types.js';
+import { defaultUpgradeOptions, type StepContext, type UpgradeOptions } from '../../src/engine/types.js';
 import { clearHistoryScheduleStep, cronFileText, LOCK_NAME, runScheduler, type ClearHistoryReport } from '../../src/history/index.js';
 import { lockBackendFor } from '../../src/locks/index.js';
 import { silentLogger } from '../../src/log.js';
@@ -204,19 +204,8 @@ describe('mgr clear-history schedule', () => {
 });
 
 describe('clearHistoryScheduleStep (22.03 module, last config step)', () => {
-  const options = (o: Partial<UpgradeOptions>): UpgradeOptions => ({
-    lockBackend: 'etcd',
-    reinitializeImages: false,
-    background: false,
-    skipRedisAof: false,
-    noSchedule: false,
-    scheduleRetention: '30d',
-    scheduleAt: '0 4 * * *',
-    cronFile: path.join(dir, 'step-cron'),
-    managerTomlPath: sb.managerToml,
-    mgrCommand: '/usr/bin/node /opt/mgr/bin/mgr.js',
-    ...o,
-  });
+  const options = (o: Partial<UpgradeOptions>): UpgradeOptions =>
+    defaultUpgradeOptions({ cronFile: path.join(dir, 'step-cron'), managerTomlPath: sb.managerToml, mgrCommand: '/usr/bin/node /opt/mgr/bin/mgr.js', ...o });
   const ctx = (o: Partial<UpgradeOptions> = {}): StepContext => ({
     stores,
     log: silentLogger,
